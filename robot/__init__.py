@@ -1,0 +1,1 @@
+"""Track package `robot` (see ../shared/DESIGN.md); its issue fills it in."""

@@ -1,0 +1,145 @@
+"""Config sections every LM track (diag, vlm, svg) shares. Tracks nest them in their own root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from shared.config import choice, require
+
+
+@dataclass
+class ModelConfig:
+    path: str = ""
+    """Local Hugging Face model folder (e.g. /models/Qwen2.5-VL-3B-Instruct or runs/.../final).
+    Empty: build the track's tiny model from scratch. Nothing is ever downloaded."""
+
+
+@dataclass
+class DataConfig:
+    path: str = ""
+    """Dataset folder in the standard format (train.jsonl/test.jsonl + files). Empty: the track's
+    built-in generator."""
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 300
+    """Optimizer steps in total: the warm-up SFT steps (sft.steps) come first, RL the rest."""
+    seed: int = 0
+    """Seeds model init, data order and sampling; a resumed run continues the same streams."""
+    save_every: int = 50
+    """Write a checkpoint every N steps (and at the end)."""
+    keep_checkpoints: int = 2
+    """How many recent valid checkpoints to keep (at least 2 leaves a fallback if one is corrupt)."""
+    eval_every: int = 100
+    """Evaluate on the held-out split every N steps (0: only at the end of each phase)."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value (0: no clipping)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    lr_schedule: str = choice("constant", "constant", "cosine", "linear")
+    """Learning-rate shape within each phase, after lr_warmup_steps of linear warm-up."""
+    lr_warmup_steps: int = 0
+    """Linear learning-rate warm-up at the start of each phase."""
+    max_nonfinite_steps: int = 5
+    """Stop the run after this many consecutive steps with a NaN/inf loss (each one is skipped)."""
+    micro_batch_size: int = 64
+    """Sequences per forward/backward pass; gradients accumulate over micro-batches."""
+
+    def __post_init__(self) -> None:
+        require(self.steps >= 1, "train.steps", "must be >= 1")
+        require(self.save_every >= 1, "train.save_every", "must be >= 1")
+        require(self.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
+        require(self.micro_batch_size >= 1, "train.micro_batch_size", "must be >= 1")
+        require(self.max_nonfinite_steps >= 1, "train.max_nonfinite_steps", "must be >= 1")
+
+
+@dataclass
+class SFTConfig:
+    steps: int = 0
+    """Warm-up supervised steps before RL ("Warm Up Before You Train"); 0 skips the warm-up."""
+    batch_size: int = 32
+    """Examples per SFT step."""
+    lr: float = 1e-3
+    """AdamW learning rate of the warm-up."""
+
+
+@dataclass
+class RLConfig:
+    prompts_per_step: int = 16
+    """Prompts per RL step; each gets group_size samples."""
+    group_size: int = 8
+    """Samples per prompt (the GRPO group)."""
+    max_new_tokens: int = 16
+    """Completion length cap."""
+    temperature: float = 1.0
+    """Sampling temperature; training log-probs use the same temperature."""
+    lr: float = 2e-4
+    """AdamW learning rate of the RL phase."""
+    advantage: str = "grpo"
+    """Advantage estimator (shared.rl.ADVANTAGE_ESTIMATORS): grpo, grpo_batch, dr_grpo, rloo, ..."""
+    loss: str = "ppo_clip"
+    """Policy loss (shared.rl.POLICY_LOSSES): ppo_clip, gspo, cispo, reinforce."""
+    aggregation: str = "seq_mean_token_mean"
+    """Loss aggregation (shared.rl.AGGREGATIONS): token_mean (DAPO), seq_mean_token_mean (GRPO),
+    seq_mean_token_sum, seq_mean_token_sum_norm (Dr. GRPO; divides by max_new_tokens)."""
+    clip_low: float = 0.2
+    """Lower clip range: ratio >= 1 - clip_low."""
+    clip_high: float = 0.2
+    """Upper clip range: ratio <= 1 + clip_high (DAPO's clip-higher uses 0.28)."""
+    epochs: int = 1
+    """Optimisation passes over each batch of rollouts (old log-probs recorded once, at sampling)."""
+    mini_batches: int = 1
+    """Optimizer steps per pass: the batch is split into this many mini-batches."""
+    kl_coef: float = 0.0
+    """Weight of the KL penalty to a frozen reference model (0: no reference model is kept)."""
+    kl_estimator: str = choice("k3", "k1", "k2", "k3")
+    """KL estimator (Schulman's k1/k2/k3)."""
+    entropy_coef: float = 0.0
+    """Entropy bonus weight (subtracted from the loss)."""
+    forking_top_quantile: float = 1.0
+    """Train only on the top-q highest-entropy tokens ("Beyond the 80/20 Rule"); 1.0 keeps all."""
+    dynamic_sampling: bool = False
+    """DAPO: drop groups whose rewards are all equal (they carry no gradient)."""
+    overlong_buffer: int = 0
+    """DAPO soft overlong penalty: buffer length before max_new_tokens (0: off)."""
+    overlong_factor: float = 1.0
+    """Maximum overlong penalty."""
+    rewards: list[str] = field(default_factory=list)
+    """Reward functions by registry name or dotted path; empty: the track's default."""
+    reward_weights: list[float] = field(default_factory=list)
+    """Weights of `rewards` (empty: all 1)."""
+
+    def __post_init__(self) -> None:
+        from shared.rl import ADVANTAGE_ESTIMATORS, AGGREGATIONS, POLICY_LOSSES
+
+        for key, value, registry in (
+            ("rl.advantage", self.advantage, ADVANTAGE_ESTIMATORS),
+            ("rl.loss", self.loss, POLICY_LOSSES),
+            ("rl.aggregation", self.aggregation, AGGREGATIONS),
+        ):
+            require(value in registry, key, f"{value!r} is not allowed; choose one of: {', '.join(registry)}")
+        require(self.group_size >= 2, "rl.group_size", "must be >= 2 (group advantages need a group)")
+        require(self.temperature > 0, "rl.temperature", "must be > 0")
+        require(0 < self.forking_top_quantile <= 1, "rl.forking_top_quantile", "must be in (0, 1]")
+        require(self.epochs >= 1 and self.mini_batches >= 1, "rl.epochs", "epochs and mini_batches must be >= 1")
+        require(not self.reward_weights or len(self.reward_weights) == len(self.rewards), "rl.reward_weights",
+                "needs one weight per entry of rl.rewards")
+
+
+@dataclass
+class EvalConfig:
+    split: str = "test"
+    """Held-out split evaluated during training."""
+    size: int = 200
+    """Items evaluated during training (rlab eval uses the whole split unless --limit)."""
+    k: int = 1
+    """Samples per item during training evals (mean@k, pass@k)."""
+    temperature: float = 1.0
+    """Sampling temperature of evals."""
+    greedy: bool = True
+    """Greedy decoding when k == 1 (otherwise sampled)."""
+    seed: int = 1234
+    """Evaluation sampling seed (independent of the training RNG streams)."""
+    media_items: int = 8
+    """Items whose traces are written to the run's media at each eval (the gallery shows them)."""

@@ -1,0 +1,171 @@
+"""Sampling G completions per prompt with the KV cache, recording per-token log-probs on the way.
+
+Log-probs are those of the distribution actually sampled from: logits / temperature with banned
+ids set to -inf (so a placeholder such as ``<|image_pad|>`` can never be emitted). The training
+forward pass (`shared.lm.logprobs`) applies the same transform, so both agree to float precision;
+a test holds them to 1e-5.
+
+Memory: full-vocabulary log-probs are kept for ONE decoding step at a time. At step t the logits
+processor receives the ids up to t-1, so it gathers the log-prob of the token chosen at t-1 from
+the previous step's distribution and then replaces that distribution with step t's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Rollout:
+    """G completions for each of B prompts, flattened prompt-major: row i is prompt i // G.
+
+    Shapes (N = B * G, P = prompt length (left padded), T = longest completion):
+      prompt_ids, prompt_mask: [N, P]; completion_ids, completion_mask: [N, T] (right padded; the
+      mask covers the EOS token when one was produced); logp: [N, T] float32, 0 where masked.
+    model_inputs: the extra (already expanded) inputs of the prompts, such as pixel_values.
+    """
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    logp: torch.Tensor
+    texts: list[str]
+    group_size: int
+    truncated: torch.Tensor
+    """[N] bool: no EOS before max_new_tokens."""
+    model_inputs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.completion_mask.sum(-1)
+
+
+def ban_logits(logits: torch.Tensor, banned_ids: torch.Tensor | None, temperature: float) -> torch.Tensor:
+    """The transform both sampling and training apply: divide by temperature, ban ids (-inf)."""
+    scores = logits.float() / temperature
+    if banned_ids is not None and banned_ids.numel():
+        scores = scores.index_fill(-1, banned_ids.to(scores.device), float("-inf"))
+    return scores
+
+
+class _RecordingProcessor:
+    """A logits processor that bans ids, applies temperature, and records sampled-token log-probs."""
+
+    def __init__(self, banned_ids: torch.Tensor | None, temperature: float, prompt_len: int):
+        self.banned_ids = banned_ids
+        self.temperature = temperature
+        self.prompt_len = prompt_len
+        self.prev_logp: torch.Tensor | None = None  # [N, V] of the previous step only
+        self.recorded: list[torch.Tensor] = []  # each [N]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self._collect(input_ids)
+        scores = ban_logits(scores, self.banned_ids, self.temperature)
+        self.prev_logp = torch.log_softmax(scores, dim=-1)
+        return scores
+
+    def _collect(self, input_ids: torch.Tensor) -> None:
+        if self.prev_logp is not None and input_ids.shape[1] > self.prompt_len:
+            last = input_ids[:, -1:]
+            self.recorded.append(self.prev_logp.gather(-1, last).squeeze(-1))
+
+    def finish(self, sequences: torch.Tensor) -> torch.Tensor:
+        """[N, T] log-probs of the generated part of `sequences`."""
+        self._collect(sequences)
+        self.prev_logp = None
+        return torch.stack(self.recorded, dim=1) if self.recorded else sequences.new_zeros((len(sequences), 0))
+
+
+def expand_inputs(model: Any, inputs: dict[str, Any], group_size: int) -> dict[str, Any]:
+    """Repeat each prompt's inputs G times (prompt-major), using the model's own expansion.
+
+    Image-text models (Qwen2-VL/2.5-VL) keep pixel_values flattened across images; their
+    ``_expand_inputs_for_generation`` knows how to repeat them, so we defer to it.
+    """
+    if group_size == 1:
+        return dict(inputs)
+    input_ids = inputs["input_ids"]
+    rest = {k: v for k, v in inputs.items() if k != "input_ids"}
+    input_ids, rest = model._expand_inputs_for_generation(expand_size=group_size, input_ids=input_ids, **rest)
+    return {"input_ids": input_ids, **rest}
+
+
+@torch.no_grad()
+def sample_completions(
+    model: Any,
+    tokenizer: Any,
+    prompt_inputs: dict[str, Any],
+    group_size: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    banned_ids: Sequence[int] = (),
+    eos_token_id: int | Sequence[int] | None = None,
+    pad_token_id: int | None = None,
+    greedy: bool = False,
+) -> Rollout:
+    """Sample `group_size` completions for each prompt of a left-padded batch.
+
+    prompt_inputs: the processor/tokenizer output (input_ids [B, P], attention_mask [B, P], and
+    any model extras). With ``greedy`` the argmax is taken (log-probs still recorded at temperature).
+    """
+    from transformers import LogitsProcessorList
+
+    was_training = model.training
+    model.eval()
+    inputs = expand_inputs(model, prompt_inputs, group_size)
+    prompt_len = inputs["input_ids"].shape[1]
+    banned = torch.tensor(sorted(set(banned_ids)), dtype=torch.long)
+    recorder = _RecordingProcessor(banned, temperature, prompt_len)
+    eos = eos_token_id if eos_token_id is not None else tokenizer.eos_token_id
+    pad = pad_token_id if pad_token_id is not None else tokenizer.pad_token_id
+    out = model.generate(
+        **inputs,
+        do_sample=not greedy,
+        temperature=None,
+        top_k=None,
+        top_p=None,
+        max_new_tokens=max_new_tokens,
+        logits_processor=LogitsProcessorList([recorder]),
+        eos_token_id=eos,
+        pad_token_id=pad,
+        return_dict_in_generate=True,
+    )
+    sequences = out.sequences
+    logp = recorder.finish(sequences)
+    completion_ids = sequences[:, prompt_len:]
+    completion_mask = _completion_mask(completion_ids, eos)
+    model.train(was_training)
+    extras = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+    return Rollout(
+        prompt_ids=inputs["input_ids"],
+        prompt_mask=inputs["attention_mask"],
+        completion_ids=completion_ids,
+        completion_mask=completion_mask,
+        logp=torch.where(completion_mask.bool(), logp, torch.zeros_like(logp)),
+        texts=tokenizer.batch_decode(completion_ids * completion_mask + pad * (1 - completion_mask),
+                                     skip_special_tokens=True),
+        group_size=group_size,
+        truncated=~_has_eos(completion_ids, eos),
+        model_inputs=extras,
+    )
+
+
+def _eos_hits(completion_ids: torch.Tensor, eos: int | Sequence[int]) -> torch.Tensor:
+    eos_ids = torch.tensor([eos] if isinstance(eos, int) else list(eos), dtype=completion_ids.dtype)
+    return torch.isin(completion_ids, eos_ids)
+
+
+def _has_eos(completion_ids: torch.Tensor, eos: int | Sequence[int]) -> torch.Tensor:
+    return _eos_hits(completion_ids, eos).any(-1)
+
+
+def _completion_mask(completion_ids: torch.Tensor, eos: int | Sequence[int]) -> torch.Tensor:
+    """1 up to and including the first EOS, 0 after it (generate pads finished rows)."""
+    hits = _eos_hits(completion_ids, eos).long()
+    after_eos = (hits.cumsum(-1) - hits) > 0  # strictly after the first EOS
+    return (~after_eos).long()

@@ -1,0 +1,61 @@
+"""What a track hands the LM loop: the model, how to build prompts, where items come from."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+Item = dict
+
+
+@dataclass
+class LMSetup:
+    model: Any
+    """A Hugging Face generative model (causal LM or image-text-to-text)."""
+    tokenizer: Any
+    """Its tokenizer (for image-text models: the processor's tokenizer)."""
+    encode_prompts: Callable[[list[Item]], dict[str, torch.Tensor]]
+    """Items -> left-padded model inputs (input_ids, attention_mask, and extras such as pixel_values)."""
+    target_text: Callable[[Item], str]
+    """The supervised completion of an item (warm-up SFT); EOS is appended by the loop."""
+    train_stream: Callable[[int, int], Iterator[Item]]
+    """train_stream(seed, start) -> endless items; item k depends only on (seed, k) so runs resume."""
+    eval_items: Callable[[str], list[Item]]
+    """Items of a held-out split by name."""
+    reward_names: list[str]
+    reward_weights: list[float]
+    banned_ids: list[int] = field(default_factory=list)
+    """Token ids the sampler must never emit (special and placeholder tokens)."""
+    slice_extras: Callable[[dict[str, Any], slice, int], dict[str, Any]] | None = None
+    """Row-slicing of extra inputs for micro-batches (image-text models whose pixel_values are
+    flattened across images need their own); default slices tensors whose first dim is N."""
+    trace_image: Callable[[Item], str | None] | None = None
+    """Path (absolute) of the image to show beside an item's trace in the gallery, if any."""
+    save_extra: Callable[[Any], None] | None = None
+    """Called with the final model folder to save processors etc. beside the weights."""
+
+    @property
+    def eos_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    def banned_tensor(self) -> torch.Tensor:
+        return torch.tensor(sorted(set(self.banned_ids)), dtype=torch.long)
+
+    def encode_targets(self, items: list[Item]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded target ids [B, T] (with EOS) and mask [B, T]."""
+        rows = [self.tokenizer(self.target_text(it), add_special_tokens=False)["input_ids"] + [self.eos_id]
+                for it in items]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        return ids, mask

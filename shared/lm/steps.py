@@ -1,0 +1,229 @@
+"""One optimisation step each: warm-up SFT and group-rollout RL (GRPO / DAPO / Dr. GRPO ...).
+
+Both return a dict of metrics and never call ``optimizer.step()`` on a non-finite loss: they
+report ``nonfinite=1`` and leave the weights untouched (the trainer counts and stops).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from shared.lm.config import RLConfig, TrainConfig
+from shared.lm.logprobs import _slice_extras, completion_logprobs
+from shared.lm.rewards import score_batch
+from shared.lm.sampling import Rollout, sample_completions
+from shared.lm.setup import LMSetup
+from shared.rl import (
+    ADVANTAGE_ESTIMATORS,
+    aggregate,
+    dynamic_sampling_keep,
+    forking_token_mask,
+    kl,
+    overlong_penalty,
+    policy_loss,
+)
+
+
+class NonFiniteLoss(Exception):
+    """Raised inside a step when a micro-batch loss is NaN/inf; the step is skipped."""
+
+
+def _micro_slices(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+def _apply_update(model: Any, optimizer: Any, scheduler: Any, grad_clip: float) -> float:
+    params = [p for p in model.parameters() if p.requires_grad]
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
+    if not torch.isfinite(norm):
+        optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteLoss(f"gradient norm is {float(norm)}")
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(norm)
+
+
+def sft_step(setup: LMSetup, items: list[dict], optimizer: Any, scheduler: Any, train: TrainConfig) -> dict:
+    """Cross-entropy on the target completion tokens (mean over all target tokens)."""
+    model = setup.model
+    model.train()
+    prompts = setup.encode_prompts(items)
+    target_ids, target_mask = setup.encode_targets(items)
+    extras = {k: v for k, v in prompts.items() if k not in ("input_ids", "attention_mask")}
+    total_tokens = int(target_mask.sum())
+    slicer = setup.slice_extras or _slice_extras
+    loss_sum = 0.0
+    try:
+        for rows in _micro_slices(len(items), train.micro_batch_size):
+            logp, _ = completion_logprobs(
+                model, prompts["input_ids"][rows], prompts["attention_mask"][rows], target_ids[rows],
+                target_mask[rows], setup.banned_tensor(), 1.0, slicer(extras, rows, len(items)),
+            )
+            loss = -(logp * target_mask[rows]).sum() / total_tokens
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"SFT loss is {float(loss)}")
+            loss.backward()
+            loss_sum += float(loss.detach())
+        grad_norm = _apply_update(model, optimizer, scheduler, train.grad_clip)
+    except NonFiniteLoss:
+        optimizer.zero_grad(set_to_none=True)
+        return {"phase_sft": 1, "nonfinite": 1}
+    return {"phase_sft": 1, "sft/loss": loss_sum, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
+            "nonfinite": 0}
+
+
+def _rewards_and_advantages(setup: LMSetup, rl: RLConfig, rollout: Rollout, items: list[dict]) -> tuple:
+    group_items = [it for it in items for _ in range(rollout.group_size)]
+    scored = score_batch(setup.reward_names, setup.reward_weights, rollout.texts, group_items)
+    rewards = torch.tensor(scored.overall, dtype=torch.float32)
+    if rl.overlong_buffer > 0:
+        rewards = rewards + overlong_penalty(
+            rollout.lengths.float(), rl.max_new_tokens, rl.overlong_buffer, rl.overlong_factor
+        )
+    advantages = ADVANTAGE_ESTIMATORS.get(rl.advantage)(rewards, rollout.group_size)
+    keep = (dynamic_sampling_keep(rewards, rollout.group_size) if rl.dynamic_sampling
+            else torch.ones_like(rewards, dtype=torch.bool))
+    return scored, rewards, advantages, keep
+
+
+def _micro_weight(mode: str, mask_micro: torch.Tensor, mask_all: torch.Tensor) -> float:
+    """Share of a micro-batch in its mini-batch, so accumulated gradients equal the full-batch one."""
+    if mode == "token_mean":
+        return float(mask_micro.sum()) / max(1.0, float(mask_all.sum()))
+    if mode == "seq_mean_token_mean":  # sequences with no valid token do not count
+        return float((mask_micro.sum(-1) > 0).sum()) / max(1.0, float((mask_all.sum(-1) > 0).sum()))
+    return mask_micro.shape[0] / max(1, mask_all.shape[0])
+
+
+def _token_loss(setup: LMSetup, rl: RLConfig, batch: dict, rows: slice, stats: dict) -> tuple:
+    mask = batch["mask"][rows]
+    logp, entropy = completion_logprobs(
+        setup.model, batch["prompt_ids"][rows], batch["prompt_mask"][rows], batch["completion_ids"][rows],
+        mask, setup.banned_tensor(), rl.temperature, batch["extras_fn"](rows),
+        with_entropy=rl.entropy_coef > 0 or rl.forking_top_quantile < 1,
+    )
+    old = batch["old_logp"][rows]
+    token_loss = policy_loss(rl.loss, logp, old, batch["advantages"][rows], mask,
+                             clip_low=rl.clip_low, clip_high=rl.clip_high)
+    train_mask = mask.bool()
+    if rl.forking_top_quantile < 1:
+        train_mask = train_mask & forking_token_mask(entropy, mask, rl.forking_top_quantile)
+    if rl.kl_coef > 0:
+        token_kl = kl(logp, batch["ref_logp"][rows], rl.kl_estimator)
+        token_loss = token_loss + rl.kl_coef * token_kl
+        stats["kl"].append(float((token_kl * mask).sum() / mask.sum().clamp(min=1)))
+    if rl.entropy_coef > 0:
+        token_loss = token_loss - rl.entropy_coef * entropy
+    if entropy is not None:
+        stats["entropy"].append(float((entropy * mask).sum() / mask.sum().clamp(min=1)))
+    ratio = torch.exp(logp.detach() - old) * mask
+    clipped = ((ratio > 1 + rl.clip_high) | (ratio < 1 - rl.clip_low)) & mask.bool()
+    stats["clip_frac"].append(float(clipped.sum() / mask.sum().clamp(min=1)))
+    return token_loss, train_mask.to(token_loss.dtype)
+
+
+def _ref_logprobs(setup: LMSetup, ref_model: Any, rl: RLConfig, batch: dict, micro: int) -> torch.Tensor:
+    out = []
+    with torch.no_grad():
+        for rows in _micro_slices(len(batch["mask"]), micro):
+            lp, _ = completion_logprobs(ref_model, batch["prompt_ids"][rows], batch["prompt_mask"][rows],
+                                        batch["completion_ids"][rows], batch["mask"][rows],
+                                        setup.banned_tensor(), rl.temperature, batch["extras_fn"](rows))
+            out.append(lp)
+    return torch.cat(out)
+
+
+def _optimise(setup: LMSetup, rl: RLConfig, train: TrainConfig, batch: dict, optimizer: Any,
+              scheduler: Any, timings: dict) -> dict:
+    stats: dict[str, list[float]] = {"kl": [], "entropy": [], "clip_frac": [], "loss": [], "grad_norm": []}
+    n = len(batch["mask"])
+    max_len = rl.max_new_tokens
+    for _ in range(rl.epochs):
+        for mb in _micro_slices(n, math.ceil(n / rl.mini_batches)):
+            mb_mask = batch["mask"][mb]
+            for rows in _micro_slices(mb.stop - mb.start, train.micro_batch_size):
+                rows = slice(mb.start + rows.start, mb.start + rows.stop)
+                t0 = time.perf_counter()
+                token_loss, train_mask = _token_loss(setup, rl, batch, rows, stats)
+                timings["forward_s"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                loss = aggregate(token_loss, train_mask, rl.aggregation, max_len=max_len)
+                loss = loss * _micro_weight(rl.aggregation, batch["mask"][rows], mb_mask)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLoss(f"policy loss is {float(loss)}")
+                loss.backward()
+                stats["loss"].append(float(loss.detach()))
+                timings["loss_backward_s"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            stats["grad_norm"].append(_apply_update(setup.model, optimizer, scheduler, train.grad_clip))
+            timings["optimizer_s"] += time.perf_counter() - t0
+    return {k: sum(v) / len(v) for k, v in stats.items() if v}
+
+
+def grpo_step(setup: LMSetup, items: list[dict], optimizer: Any, scheduler: Any, rl: RLConfig,
+              train: TrainConfig, ref_model: Any = None) -> tuple[dict, Rollout, Any]:
+    """Sample G completions per prompt, score, compute advantages, and update the policy."""
+    timings = {"sample_s": 0.0, "reward_s": 0.0, "ref_s": 0.0, "forward_s": 0.0, "loss_backward_s": 0.0,
+               "optimizer_s": 0.0}
+    t0 = time.perf_counter()
+    rollout = sample_completions(setup.model, setup.tokenizer, setup.encode_prompts(items), rl.group_size,
+                                 rl.max_new_tokens, rl.temperature, setup.banned_ids, setup.eos_id, setup.pad_id)
+    timings["sample_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scored, rewards, advantages, keep = _rewards_and_advantages(setup, rl, rollout, items)
+    timings["reward_s"] = time.perf_counter() - t0
+    metrics = _rollout_metrics(rollout, scored, rewards, keep)
+    if not keep.any():
+        return {**metrics, "skipped_no_signal": 1, "nonfinite": 0, **{f"time/{k}": v for k, v in timings.items()}}, \
+            rollout, scored
+    idx = keep.nonzero().squeeze(-1)
+    slicer = setup.slice_extras or _slice_extras
+    extras = rollout.model_inputs
+    kept_extras = extras if keep.all() else slicer(extras, idx, len(keep))  # type: ignore[arg-type]
+    batch = {
+        "prompt_ids": rollout.prompt_ids[idx], "prompt_mask": rollout.prompt_mask[idx],
+        "completion_ids": rollout.completion_ids[idx], "mask": rollout.completion_mask[idx],
+        "old_logp": rollout.logp[idx], "advantages": advantages[idx],
+        "extras_fn": lambda rows: slicer(kept_extras, rows, len(idx)),
+    }
+    if rl.kl_coef > 0:
+        t0 = time.perf_counter()
+        batch["ref_logp"] = _ref_logprobs(setup, ref_model, rl, batch, train.micro_batch_size)
+        timings["ref_s"] = time.perf_counter() - t0
+    setup.model.train()
+    try:
+        opt_stats = _optimise(setup, rl, train, batch, optimizer, scheduler, timings)
+    except NonFiniteLoss:
+        optimizer.zero_grad(set_to_none=True)
+        return {**metrics, "nonfinite": 1}, rollout, scored
+    metrics.update(opt_stats)
+    metrics.update({f"time/{k}": v for k, v in timings.items()})
+    metrics.update({"lr": scheduler.get_last_lr()[0], "nonfinite": 0})
+    return metrics, rollout, scored
+
+
+def _rollout_metrics(rollout: Rollout, scored: Any, rewards: torch.Tensor, keep: torch.Tensor) -> dict:
+    lengths = rollout.lengths.float()
+    out = {
+        "reward": float(rewards.mean()),
+        "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
+        "reward_failures": scored.failures,
+        "completion_len": float(lengths.mean()),
+        "truncated_frac": float(rollout.truncated.float().mean()),
+        "kept_frac": float(keep.float().mean()),
+    }
+    correct = [c for c in scored.correct if c is not None]
+    if correct:
+        out["correct"] = sum(correct) / len(correct)
+    for name, values in scored.components.items():
+        vals = [v for v in values if not math.isnan(v)]
+        if vals:
+            out[f"reward/{name}"] = sum(vals) / len(vals)
+    return out

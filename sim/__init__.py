@@ -1,0 +1,1 @@
+"""Track package `sim` (see ../shared/DESIGN.md); its issue fills it in."""
