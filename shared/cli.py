@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -50,14 +50,16 @@ def _setup_logging() -> None:
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def train(
     track: Annotated[str, typer.Argument(help="Track to train: " + ", ".join(track_names()))],
-    config: Annotated[Optional[str], typer.Option(
+    config: Annotated[str | None, typer.Option(
         "--config", "-c", help="Experiment name in the track's configs/ (default: 'default') or a YAML path")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option(
+    set_: Annotated[list[str] | None, typer.Option(
         "--set", "-s", help="Dotted override key=value (repeatable), e.g. --set train.steps=50")] = None,
-    run_dir: Annotated[Optional[Path], typer.Option(help="Run folder to create (default runs/<track>/<name>-<time>)")] = None,
-    resume: Annotated[Optional[str], typer.Option(help="Continue this run from its last valid checkpoint")] = None,
+    run_dir: Annotated[Path | None, typer.Option(
+        help="Run folder to create (default runs/<track>/<name>-<time>)")] = None,
+    resume: Annotated[str | None, typer.Option(help="Continue this run from its last valid checkpoint")] = None,
     runs_root: Annotated[Path, typer.Option(help="Where new runs go")] = RUNS_ROOT,
-    help_config: Annotated[bool, typer.Option("--help-config", help="Print every config field with its help and default")] = False,
+    help_config: Annotated[bool, typer.Option(
+        "--help-config", help="Print every config field with its help and default")] = False,
     wandb: Annotated[bool, typer.Option(help="Also log to Weights & Biases (off by default)")] = False,
 ) -> None:
     """Train TRACK (or resume a killed run with --resume RUN)."""
@@ -126,7 +128,7 @@ def eval_(
     run: Annotated[str, typer.Argument(help="Run folder (or a unique part of its name under runs/)")],
     split: Annotated[str, typer.Option(help="Held-out split")] = "test",
     k: Annotated[str, typer.Option(help="Comma-separated k for pass@k / mean@k; n = max(k) samples per item")] = "1",
-    limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N items")] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N items")] = None,
     runs_root: Annotated[Path, typer.Option(help="Where runs live")] = RUNS_ROOT,
 ) -> None:
     """Evaluate a finished run's model on a held-out split: mean@k and pass@k."""
@@ -170,7 +172,7 @@ def _run_track(path: Path) -> str:
 @app.command()
 def gallery(
     runs: Annotated[list[str], typer.Argument(help="One or more runs")],
-    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: RUN/gallery for one run)")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: RUN/gallery for one run)")] = None,
     group_by: Annotated[str, typer.Option(help="Group media by 'step' or by evaluation 'item'")] = "step",
     runs_root: Annotated[Path, typer.Option(help="Where runs live")] = RUNS_ROOT,
 ) -> None:
@@ -195,7 +197,7 @@ def gallery(
 
 @runs_app.command("ls")
 def runs_ls(runs_root: Annotated[Path, typer.Option(help="Where runs live")] = RUNS_ROOT,
-            track: Annotated[Optional[str], typer.Option(help="Only this track")] = None) -> None:
+            track: Annotated[str | None, typer.Option(help="Only this track")] = None) -> None:
     """List runs, newest last."""
     from rich.console import Console
     from rich.table import Table
@@ -224,7 +226,7 @@ def runs_show(run: str, runs_root: Annotated[Path, typer.Option(help="Where runs
 @runs_app.command("compare")
 def runs_compare(
     runs: Annotated[list[str], typer.Argument(help="Two or more runs")],
-    metric: Annotated[Optional[list[str]], typer.Option(help="Metrics to compare (default: all shared)")] = None,
+    metric: Annotated[list[str] | None, typer.Option(help="Metrics to compare (default: all shared)")] = None,
     runs_root: Annotated[Path, typer.Option(help="Where runs live")] = RUNS_ROOT,
 ) -> None:
     """The config keys that differ between runs, and their final metrics side by side."""
@@ -243,7 +245,7 @@ def runs_compare(
 def runs_plot(
     runs: Annotated[list[str], typer.Argument(help="One or more runs (overlaid)")],
     metric: Annotated[str, typer.Option(help="Metric key in metrics.jsonl, e.g. reward")] = "reward",
-    out: Annotated[Optional[Path], typer.Option(help="PNG path (default: <first run>/plots/<metric>.png)")] = None,
+    out: Annotated[Path | None, typer.Option(help="PNG path (default: <first run>/plots/<metric>.png)")] = None,
     smooth: Annotated[int, typer.Option(help="Moving-average window (0: none)")] = 0,
     runs_root: Annotated[Path, typer.Option(help="Where runs live")] = RUNS_ROOT,
 ) -> None:
@@ -260,7 +262,7 @@ def runs_plot(
         png = plot_metric(paths, metric, out, smooth=smooth)
     except ValueError as err:
         raise _fail(str(err), EXIT_USAGE) from None
-    typer.echo(str(png))
+    typer.echo(str(Path(png).resolve()))
 
 
 # ----------------------------------------------------------------------------------------- models

@@ -66,13 +66,13 @@ def exact_answer(completions: list[str], items: list[dict]) -> list[RewardScore]
     from shared.diag.task import parse_answer
 
     scores = []
-    for completion, item in zip(completions, items):
+    for completion, item in zip(completions, items, strict=True):
         answer = item["answer"]
         parsed = parse_answer(completion)
         if parsed is None:
             scores.append(RewardScore(0.0, {"format": 0.0, "digits": 0.0}, "not a bare number", False))
             continue
-        digits = sum(a == b for a, b in zip(parsed.rjust(len(answer)), answer)) / len(answer)
+        digits = sum(a == b for a, b in zip(parsed.rjust(len(answer)), answer, strict=False)) / len(answer)
         ok = parsed == answer
         scores.append(RewardScore(float(ok), {"format": 1.0, "digits": digits}, None, ok))
     return scores

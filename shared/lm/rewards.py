@@ -41,12 +41,13 @@ def resolve_reward(name: str) -> RewardFn:
     """A registered reward by name, or ``package.module:function`` / ``package.module.function``."""
     if name in REWARDS:
         return REWARDS.get(name)
-    if ":" in name or name.count(".") >= 2:
+    if ":" in name or "." in name:
         module, _, attr = name.partition(":") if ":" in name else name.rpartition(".")
         try:
             return getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as err:
-            raise ValueError(f"reward {name!r}: cannot import ({err})") from err
+            raise ValueError(f"reward {name!r} is not registered ({', '.join(REWARDS)}) and cannot be "
+                             f"imported ({err})") from err
     return REWARDS.get(name)  # raises, listing the registered names
 
 
@@ -69,7 +70,7 @@ def _safe_scores(fn: RewardFn, name: str, completions: list[str], items: list[di
     except Exception:  # noqa: BLE001 - retry one by one to isolate the bad sample
         pass
     out, failures = [], 0
-    for completion, item in zip(completions, items):
+    for completion, item in zip(completions, items, strict=True):
         try:
             out.append(fn([completion], [item])[0])
         except Exception as err:  # noqa: BLE001 - a bad sample costs its reward, not the run
@@ -88,7 +89,7 @@ def score_batch(
     reasons: list[str | None] = [None] * n
     correct: list[bool | None] = [None] * n
     failures = 0
-    for name, weight in zip(names, weights):
+    for name, weight in zip(names, weights, strict=True):
         scores, failed = _safe_scores(resolve_reward(name), name, completions, items)
         failures += failed
         for i, score in enumerate(scores):

@@ -68,7 +68,7 @@ def sft_step(setup: LMSetup, items: list[dict], optimizer: Any, scheduler: Any, 
             )
             loss = -(logp * target_mask[rows]).sum() / total_tokens
             if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"SFT loss is {float(loss)}")
+                raise NonFiniteLoss(f"SFT loss is {float(loss.detach())}")
             loss.backward()
             loss_sum += float(loss.detach())
         grad_norm = _apply_update(model, optimizer, scheduler, train.grad_clip)
@@ -157,7 +157,7 @@ def _optimise(setup: LMSetup, rl: RLConfig, train: TrainConfig, batch: dict, opt
                 loss = aggregate(token_loss, train_mask, rl.aggregation, max_len=max_len)
                 loss = loss * _micro_weight(rl.aggregation, batch["mask"][rows], mb_mask)
                 if not torch.isfinite(loss):
-                    raise NonFiniteLoss(f"policy loss is {float(loss)}")
+                    raise NonFiniteLoss(f"policy loss is {float(loss.detach())}")
                 loss.backward()
                 stats["loss"].append(float(loss.detach()))
                 timings["loss_backward_s"] += time.perf_counter() - t0

@@ -152,7 +152,8 @@ class LMTrainer:
             bar.update(1)
             if self._eval_due(step):
                 self.run_eval(step)
-            if step % self.train.save_every == 0 or step == self.train.steps or step == self.sft.steps:
+            due = step % self.train.save_every == 0 or step == self.train.steps or step == self.sft.steps
+            if due and self.state.nonfinite_streak == 0:  # never checkpoint in a run of bad steps
                 self.save()
         bar.close()
         return self.save_final()
