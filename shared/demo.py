@@ -17,11 +17,11 @@ def _train_diag(runs_root: Path, quick: bool) -> Path:
     from shared.diag.track import CONFIGS_DIR, DiagConfig, train
     from shared.tracking.run import Run
 
-    overrides = ["train.steps=30", "sft.steps=20", "eval.size=50", "train.eval_every=0"] if quick else []
+    overrides = ["train.steps=10", "sft.steps=20", "eval.size=50", "train.eval_every=0"] if quick else []
     cfg = load_config(DiagConfig, "default", overrides, CONFIGS_DIR)
     with Run.create("diag", cfg.name, to_yaml(cfg), cfg.train.seed, root=runs_root) as run:
         print(f"[demo] diag: warm-up SFT ({cfg.sft.steps} steps) then GRPO "
-              f"({cfg.train.steps - cfg.sft.steps} steps) -> {run.path}", flush=True)
+              f"({cfg.train.steps} steps) -> {run.path}", flush=True)
         train(cfg, run, resuming=False)
         return run.path
 

@@ -1,8 +1,9 @@
 """Verifiable digit tasks: ``add`` (a + b) and ``reverse`` (reverse a digit string).
 
 Items are plain dicts in the lab's standard row format ``{id, question, answer, task, meta}``.
-Train items are drawn from an endless seeded stream; the test split is a fixed seeded set whose
-questions never appear in training (train draws skip them).
+Train items are drawn from an endless seeded stream; the test split (results) and the val split
+(warm-up checks) are fixed seeded sets whose questions never appear in training (train draws skip
+them) nor in each other.
 """
 
 from __future__ import annotations
@@ -42,27 +43,40 @@ class DigitTask:
     kind: str = "add"
     max_digits: int = 2
     test_size: int = 500
+    val_size: int = 200
     seed: int = 0
 
     def _item(self, rng: random.Random, idx: str) -> Item:
         question, answer, meta = GENERATORS[self.kind](rng, self.max_digits)
         return {"id": idx, "question": question, "answer": answer, "task": self.kind, "meta": meta, "images": []}
 
-    def test_items(self) -> list[Item]:
-        rng = random.Random(f"test-{self.kind}-{self.max_digits}-{self.seed}")
-        seen, items = set(), []
-        for attempt in range(self.test_size * 50):
-            item = self._item(rng, f"test-{len(items)}")
+    def _fixed_split(self, name: str, size: int, exclude: set[str]) -> list[Item]:
+        rng = random.Random(f"{name}-{self.kind}-{self.max_digits}-{self.seed}")
+        seen, items = set(exclude), []
+        for _ in range(size * 50):
+            item = self._item(rng, f"{name}-{len(items)}")
             if item["question"] not in seen:
                 seen.add(item["question"])
                 items.append(item)
-            if len(items) == self.test_size or attempt > self.test_size * 50:
+            if len(items) == size:
                 break
         return items
 
+    def test_items(self) -> list[Item]:
+        return self._fixed_split("test", self.test_size, set())
+
+    def val_items(self) -> list[Item]:
+        return self._fixed_split("val", self.val_size, {it["question"] for it in self.test_items()})
+
+    def split(self, name: str) -> list[Item]:
+        splits = {"test": self.test_items, "val": self.val_items}
+        if name not in splits:
+            raise ValueError(f"the {self.kind} task has splits {', '.join(splits)} (asked for {name!r})")
+        return splits[name]()
+
     def train_stream(self, seed: int, start: int = 0) -> Iterator[Item]:
         """Endless seeded train items, resumable: item k depends only on (seed, k)."""
-        held_out = {it["question"] for it in self.test_items()}
+        held_out = {it["question"] for it in self.test_items() + self.val_items()}
         k = start
         while True:
             rng = random.Random(f"train-{self.kind}-{self.max_digits}-{seed}-{k}")

@@ -27,8 +27,10 @@ class TaskConfig:
     """Which digit task: add (a+b=) or reverse (reverse a digit string)."""
     max_digits: int = 2
     """Operands have 1..max_digits digits (reverse: strings of 2..max_digits+2 digits)."""
-    test_size: int = 500
-    """Items in the held-out test split (never seen in training)."""
+    test_size: int = 1000
+    """Items in the held-out test split (never seen in training; results are reported on it)."""
+    val_size: int = 200
+    """Items in the validation split (warm-up checks; never seen in training)."""
 
     def __post_init__(self) -> None:
         require(1 <= self.max_digits <= 6, "task.max_digits", "must be between 1 and 6")
@@ -48,7 +50,7 @@ class DiagConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
-        require(self.sft.steps <= self.train.steps, "sft.steps", "must be <= train.steps")
+        require(self.sft.steps + self.train.steps >= 1, "train.steps", "sft.steps + train.steps must be >= 1")
         require(not self.data.path, "data.path", "the diag track generates its data; leave data.path empty")
 
 
@@ -89,7 +91,7 @@ def build_setup(cfg: DiagConfig) -> Any:
     from shared.tracking.rng import seed_everything
 
     seed_everything(cfg.train.seed)
-    task = DigitTask(cfg.task.kind, cfg.task.max_digits, cfg.task.test_size)
+    task = DigitTask(cfg.task.kind, cfg.task.max_digits, cfg.task.test_size, cfg.task.val_size)
     if cfg.model.path:
         model, tokenizer = load_model(cfg.model.path)
     else:
@@ -102,22 +104,22 @@ def build_setup(cfg: DiagConfig) -> Any:
                                             return_dict=True, return_tensors="pt", padding=True)
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
-    test = task.test_items()
+    splits = {name: task.split(name) for name in ("test", "val")}
     rewards = cfg.rl.rewards or ["diag.exact"]
     return LMSetup(
         model=model, tokenizer=tokenizer, encode_prompts=encode_prompts,
         target_text=lambda it: it["answer"],
         train_stream=task.train_stream,
-        eval_items=lambda split: _split(split, test),
+        eval_items=lambda split: _split(split, splits),
         reward_names=rewards, reward_weights=cfg.rl.reward_weights or [1.0] * len(rewards),
         banned_ids=banned_token_ids(tokenizer),
     )
 
 
-def _split(name: str, test: list[dict]) -> list[dict]:
-    if name != "test":
-        raise ValueError(f"the diag track has one held-out split, 'test' (asked for {name!r})")
-    return test
+def _split(name: str, splits: dict[str, list[dict]]) -> list[dict]:
+    if name not in splits:
+        raise ValueError(f"the diag track has held-out splits {', '.join(splits)} (asked for {name!r})")
+    return splits[name]
 
 
 def _corpus(task: Any) -> list[str]:

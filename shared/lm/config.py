@@ -23,8 +23,9 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 300
-    """Optimizer steps in total: the warm-up SFT steps (sft.steps) come first, RL the rest."""
+    steps: int = 150
+    """RL optimizer steps, after the sft.steps warm-up steps (a run has sft.steps + train.steps steps;
+    0 makes a warm-up-only run)."""
     seed: int = 0
     """Seeds model init, data order and sampling; a resumed run continues the same streams."""
     save_every: int = 50
@@ -47,7 +48,7 @@ class TrainConfig:
     """Sequences per forward/backward pass; gradients accumulate over micro-batches."""
 
     def __post_init__(self) -> None:
-        require(self.steps >= 1, "train.steps", "must be >= 1")
+        require(self.steps >= 0, "train.steps", "must be >= 0")
         require(self.save_every >= 1, "train.save_every", "must be >= 1")
         require(self.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
         require(self.micro_batch_size >= 1, "train.micro_batch_size", "must be >= 1")
@@ -62,10 +63,27 @@ class SFTConfig:
     """Examples per SFT step."""
     lr: float = 1e-3
     """AdamW learning rate of the warm-up."""
+    target_accuracy: float = 0.0
+    """End the warm-up early once greedy accuracy on the validation split reaches this (RL should
+    start from a model that sometimes succeeds, not one that has solved the task); 0: run sft.steps."""
+    check_every: int = 10
+    """Warm-up steps between validation checks (when target_accuracy > 0)."""
+    check_size: int = 200
+    """Validation items per check."""
+    check_split: str = "val"
+    """Split used for the checks (never the test split that results are reported on)."""
+
+    def __post_init__(self) -> None:
+        require(self.steps >= 0, "sft.steps", "must be >= 0")
+        require(0 <= self.target_accuracy <= 1, "sft.target_accuracy", "must be in [0, 1]")
+        require(self.check_every >= 1, "sft.check_every", "must be >= 1")
 
 
 @dataclass
 class RLConfig:
+    algorithm: str = choice("grpo", "grpo", "sft")
+    """What runs after the warm-up: group-rollout RL (grpo: GRPO/DAPO/Dr. GRPO by the keys below), or
+    more supervised steps at sft.lr and sft.batch_size (sft: the honest control experiment)."""
     prompts_per_step: int = 16
     """Prompts per RL step; each gets group_size samples."""
     group_size: int = 8

@@ -74,8 +74,8 @@ def sft_step(setup: LMSetup, items: list[dict], optimizer: Any, scheduler: Any, 
         grad_norm = _apply_update(model, optimizer, scheduler, train.grad_clip)
     except NonFiniteLoss:
         optimizer.zero_grad(set_to_none=True)
-        return {"phase_sft": 1, "nonfinite": 1}
-    return {"phase_sft": 1, "sft/loss": loss_sum, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
+        return {"nonfinite": 1}
+    return {"sft/loss": loss_sum, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
             "nonfinite": 0}
 
 

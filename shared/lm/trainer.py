@@ -1,6 +1,6 @@
 """The LM training loop: warm-up SFT then RL, with checkpoints, resume, fault handling and evals.
 
-One run = ``train.steps`` optimizer steps; steps 1..sft.steps are supervised, the rest RL. After
+One run = sft.steps + train.steps optimizer steps; steps 1..sft.steps are supervised, the rest RL. After
 each step the metrics go to the run; at ``save_every`` a checkpoint holds the weights, optimizer,
 scheduler, RNG states and data position, so a resumed run is the same run: metrics past the
 checkpoint are dropped and replayed, and the final weights equal an uninterrupted run's.
@@ -42,6 +42,8 @@ class TrainerState:
     nonfinite_total: int = 0
     reward_failures_total: int = 0
     phase: str = "sft"
+    sft_end: int | None = None
+    """Step at which the warm-up ended (sft.steps, or earlier when sft.target_accuracy was reached)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -67,17 +69,28 @@ class LMTrainer:
                  evalcfg: EvalConfig):
         self.setup, self.run = setup, run
         self.train, self.sft, self.rl, self.evalcfg = train, sft, rl, evalcfg
-        self.state = TrainerState(phase="sft" if sft.steps > 0 else "rl")
+        if sft.steps + train.steps < 1:
+            raise ValueError("nothing to train: sft.steps + train.steps is 0")
+        self.state = TrainerState(phase="sft" if sft.steps > 0 else "rl", sft_end=None if sft.steps > 0 else 0)
         self.ref_model = None
         self.optimizer, self.scheduler = self._build_optimizer(self.state.phase)
+        if self.state.phase == "rl":
+            self._enter_rl()
 
     # ------------------------------------------------------------------------------ set-up
+    @property
+    def total_steps(self) -> int:
+        """Warm-up steps (as many as ran, once it ended; sft.steps before) + train.steps RL steps."""
+        end = self.state.sft_end if self.state.sft_end is not None else self.sft.steps
+        return end + self.train.steps
+
     def _phase_of(self, step: int) -> str:
-        return "sft" if step <= self.sft.steps else "rl"
+        end = self.state.sft_end if self.state.sft_end is not None else self.sft.steps
+        return "sft" if step <= end else "rl"
 
     def _build_optimizer(self, phase: str) -> tuple[Any, Any]:
-        lr = self.sft.lr if phase == "sft" else self.rl.lr
-        total = self.sft.steps if phase == "sft" else self.train.steps - self.sft.steps
+        lr = self.sft.lr if phase == "sft" or self.rl.algorithm == "sft" else self.rl.lr
+        total = self.sft.steps if phase == "sft" else self.train.steps
         params = [p for p in self.setup.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=self.train.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -132,34 +145,38 @@ class LMTrainer:
 
     # ------------------------------------------------------------------------------- loop
     def fit(self, resuming: bool = False) -> Path:
-        """Train to ``train.steps`` (continuing from the last checkpoint when resuming)."""
+        """Train to sft.steps + train.steps (continuing from the last checkpoint when resuming)."""
         from tqdm.auto import tqdm
 
         if resuming:
             self.restore()
         stream = self.setup.train_stream(self.train.seed, self.state.data_position)
-        bar = tqdm(total=self.train.steps, initial=self.state.step, desc=f"train {self.run.path.name}",
+        bar = tqdm(total=self.total_steps, initial=self.state.step, desc=f"train {self.run.path.name}",
                    unit="step", dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
-        while self.state.step < self.train.steps:
+        while self.state.step < self.total_steps:
             step = self.state.step + 1
             if self._phase_of(step) == "rl" and self.state.phase != "rl":
                 self._enter_rl()
             metrics = self._one_step(step, stream)
+            metrics["warmup"] = int(self.state.phase == "sft")
             self.state.step = step
             self._account(metrics)
+            if self.state.phase == "sft":
+                metrics.update(self._check_warmup(step))
+                bar.total = self.total_steps
             self.run.log(step, metrics)
             bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("reward", "sft/loss") if k in metrics})
             bar.update(1)
             if self._eval_due(step):
                 self.run_eval(step)
-            due = step % self.train.save_every == 0 or step == self.train.steps or step == self.sft.steps
+            due = step % self.train.save_every == 0 or step in (self.total_steps, self.state.sft_end)
             if due and self.state.nonfinite_streak == 0:  # never checkpoint in a run of bad steps
                 self.save()
         bar.close()
         return self.save_final()
 
     def _one_step(self, step: int, stream: Any) -> dict:
-        if self.state.phase == "sft":
+        if self.state.phase == "sft" or self.rl.algorithm == "sft":
             items = [next(stream) for _ in range(self.sft.batch_size)]
             self.state.data_position += len(items)
             return sft_step(self.setup, items, self.optimizer, self.scheduler, self.train)
@@ -189,7 +206,24 @@ class LMTrainer:
 
     def _eval_due(self, step: int) -> bool:
         every = self.train.eval_every
-        return (every > 0 and step % every == 0) or step == self.train.steps or step == self.sft.steps
+        return (every > 0 and step % every == 0) or step in (self.total_steps, self.state.sft_end)
+
+    def _check_warmup(self, step: int) -> dict[str, float]:
+        """End the warm-up at sft.steps, or as soon as validation accuracy reaches sft.target_accuracy
+        ("Warm Up Before You Train": RL should start from a model that sometimes succeeds)."""
+        out: dict[str, float] = {}
+        sft = self.sft
+        if sft.target_accuracy > 0 and step % sft.check_every == 0:
+            items = self.setup.eval_items(sft.check_split)[: sft.check_size]
+            result = evaluate(self.setup, items, (1,), self.rl.max_new_tokens, greedy=True, seed=self.evalcfg.seed)
+            out["sft/val_accuracy"] = result.metrics["accuracy"]
+            if out["sft/val_accuracy"] >= sft.target_accuracy:
+                self.state.sft_end = step
+        if step >= sft.steps:
+            self.state.sft_end = step
+        if self.state.sft_end is not None:
+            out["sft/ended"] = 1
+        return out
 
     # ------------------------------------------------------------------------------- eval
     def run_eval(self, step: int) -> dict[str, float]:

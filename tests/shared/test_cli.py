@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-TINY = ["train.steps=6", "sft.steps=3", "train.save_every=3", "train.eval_every=3", "eval.size=8",
+TINY = ["train.steps=3", "sft.steps=3", "train.save_every=3", "train.eval_every=3", "eval.size=8",
         "rl.prompts_per_step=4", "rl.group_size=4", "rl.max_new_tokens=6", "sft.batch_size=8",
         "task.test_size=8", "task.kind=reverse"]
 

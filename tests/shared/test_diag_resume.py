@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from shared.tracking import read_metrics
 
 OVERRIDES = [
-    "train.steps=24", "sft.steps=8", "train.save_every=4", "train.eval_every=12", "eval.size=16",
+    "train.steps=16", "sft.steps=8", "train.save_every=4", "train.eval_every=12", "eval.size=16",
     "rl.prompts_per_step=4", "rl.group_size=4", "rl.max_new_tokens=6", "sft.batch_size=8",
     "task.kind=reverse", "task.test_size=16", "train.keep_checkpoints=3",
 ]
@@ -46,16 +46,25 @@ def _assert_same_weights(a: Path, b: Path) -> None:
         assert (wa[key] == wb[key]).all(), key
 
 
-def _kill_midway(run_dir: Path, cwd: Path, min_ckpt: int, rng: random.Random) -> None:
-    proc = subprocess.Popen(_cmd("--run-dir", str(run_dir)), cwd=cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+def _logged_steps(run_dir: Path) -> int:
+    try:
+        return max((r["step"] for r in read_metrics(run_dir)), default=0)
+    except (ValueError, OSError):
+        return 0
+
+
+def _start_and_kill(args: list[str], run_dir: Path, cwd: Path, kill_after_step: int, rng: random.Random) -> None:
+    """Start training and SIGKILL it once `kill_after_step` is logged, plus a random 0-40 ms (mid-step,
+    mid-eval or mid-checkpoint, wherever that lands)."""
+    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     deadline = time.time() + 300
-    target = run_dir / "checkpoints" / f"step-{min_ckpt:08d}"
-    while not target.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(rng.uniform(0.0, 1.5))  # anywhere: mid-step, mid-eval, mid-checkpoint
+    while _logged_steps(run_dir) < kill_after_step and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+    time.sleep(rng.uniform(0.0, 0.04))
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    assert not (run_dir / "final").exists(), "the run finished before the kill"
 
 
 @pytest.mark.slow
@@ -66,8 +75,9 @@ def test_kill9_then_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
 
     killed = tmp_path / "killed"
     rng = random.Random(int(os.environ.get("RLAB_TEST_SEED", "0")))
-    _kill_midway(killed, tmp_path, min_ckpt=12, rng=rng)
-    assert not (killed / "final").exists(), "the run finished before the kill; the test needs a slower run"
+    first, second = sorted(rng.sample(range(3, 19), 2))
+    _start_and_kill(_cmd("--run-dir", str(killed)), killed, tmp_path, first, rng)   # killed once...
+    _start_and_kill(_cmd("--resume", str(killed)), killed, tmp_path, second, rng)  # ...and again
     _run(_cmd("--resume", str(killed)), tmp_path)
 
     assert _train_steps(killed) == list(range(1, 25)), "every step exactly once"
@@ -79,15 +89,15 @@ def test_kill9_then_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_corrupt_newest_checkpoint_falls_back_to_previous(tmp_path: Path) -> None:
     ref = tmp_path / "ref"
-    _run(_cmd("--run-dir", str(ref), "--set", "train.steps=16"), tmp_path)
+    _run(_cmd("--run-dir", str(ref), "--set", "train.steps=8"), tmp_path)
 
     run = tmp_path / "run"
-    _run(_cmd("--run-dir", str(run), "--set", "train.steps=12"), tmp_path)
+    _run(_cmd("--run-dir", str(run), "--set", "train.steps=4"), tmp_path)
     newest = run / "checkpoints" / "step-00000012" / "model.safetensors"
     good_previous = (run / "checkpoints" / "step-00000008" / "model.safetensors").read_bytes()
     newest.write_bytes(newest.read_bytes()[:100])  # truncated
 
-    proc = _run(_cmd("--resume", str(run), "--set", "train.steps=16"), tmp_path)
+    proc = _run(_cmd("--resume", str(run), "--set", "train.steps=8"), tmp_path)
     assert "model.safetensors" in proc.stderr and "step-00000012" in proc.stderr
     assert (run / "checkpoints" / "step-00000008" / "model.safetensors").read_bytes() == good_previous
     assert any(p.name.startswith("step-00000012.corrupt") for p in (run / "checkpoints").iterdir())

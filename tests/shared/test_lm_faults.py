@@ -16,7 +16,7 @@ from shared.tracking import read_metrics
 from shared.tracking.checkpoint import latest_checkpoint
 from shared.tracking.run import Run
 
-SMALL = ["train.steps=10", "sft.steps=4", "train.save_every=2", "train.eval_every=0", "eval.size=8",
+SMALL = ["train.steps=6", "sft.steps=4", "train.save_every=2", "train.eval_every=0", "eval.size=8",
          "rl.prompts_per_step=4", "rl.group_size=4", "rl.max_new_tokens=6", "sft.batch_size=8",
          "task.test_size=8"]
 
@@ -76,7 +76,7 @@ def test_skipped_step_leaves_weights_untouched(tmp_path: Path) -> None:
 
 
 def test_a_raising_reward_costs_samples_not_the_run(tmp_path: Path) -> None:
-    run, cfg = _run(tmp_path, ["rl.rewards=[test.flaky]", "train.steps=6"])
+    run, cfg = _run(tmp_path, ["rl.rewards=[test.flaky]", "train.steps=2"])
     train(cfg, run, resuming=False)
     run.close()
     rl_records = [r for r in read_metrics(run.path) if "reward_failures" in r]
