@@ -144,6 +144,11 @@ def train(cfg: DiagConfig, run: Any, resuming: bool) -> None:
 
 
 def evaluate_run(req: EvalRequest) -> dict[str, float]:
+    """Sample max(k) completions per held-out item from the run's final model; log mean@k, pass@k."""
+    import sys
+
+    from tqdm.auto import tqdm
+
     from shared.config import load_config
     from shared.lm.evaluate import evaluate
     from shared.lm.trainer import write_traces
@@ -157,8 +162,9 @@ def evaluate_run(req: EvalRequest) -> dict[str, float]:
     cfg.model.path = str(final)
     setup = build_setup(cfg)
     items = setup.eval_items(req.split)[: req.limit]
-    result = evaluate(setup, items, req.ks, cfg.rl.max_new_tokens, cfg.eval.temperature,
-                      greedy=False, seed=cfg.eval.seed)
+    with tqdm(total=len(items), desc=f"eval {req.split}", unit="item", file=sys.stderr) as bar:
+        result = evaluate(setup, items, req.ks, cfg.rl.max_new_tokens, cfg.eval.temperature,
+                          greedy=cfg.eval.greedy, seed=cfg.eval.seed, progress=bar.update)
     step = max((r["step"] for r in read_metrics(req.run_dir)), default=0)
     metrics = {f"final_eval/{req.split}/{k}": v for k, v in result.metrics.items()}
     with Run.open(req.run_dir, resume=False) as run:

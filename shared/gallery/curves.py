@@ -29,6 +29,8 @@ _RELEVANCE = (
     ("kl", "entropy", "clip"),
 )
 
+_DIAGNOSTICS = ("failures", "nonfinite", "time/", "warmup", "_total", "items")
+
 RunMetrics = tuple[str, list[dict]]
 """(label shown in legends, records of metrics.jsonl)."""
 
@@ -71,6 +73,8 @@ def default_metrics(names: Sequence[str], cap: int = 12) -> list[str]:
 
     def rank(name: str) -> int:
         low = name.lower()
+        if any(w in low for w in _DIAGNOSTICS):  # counters and timings: shown only if room is left
+            return len(_RELEVANCE) + 1
         for i, words in enumerate(_RELEVANCE):
             if any(w in low for w in words):
                 return i
