@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from shared.tracks import COMMANDS_GROUP, EvalRequest, track_names
+from shared.tracks import COMMANDS_GROUP, DATA_GROUP, MODELS_GROUP, EvalRequest, track_names
 
 app = typer.Typer(
     name="rlab",
@@ -309,11 +309,27 @@ def demo(
 
 
 def _register_track_commands() -> None:
-    """Sub-commands that tracks add (e.g. `rlab data`, `rlab export`) via entry points."""
+    """Commands that tracks add through entry points, so none exists before it does something:
+
+    - group ``rlab.commands``: a typer app added as a top-level command (``rlab export ...``);
+    - group ``rlab.models``: a function added as ``rlab models NAME`` (e.g. ``tiny-vlm``);
+    - group ``rlab.data``: a function added as ``rlab data NAME`` (e.g. ``vlm``, ``svg``).
+
+    The modules they live in must import torch and friends inside the functions (fast --help).
+    """
     from importlib.metadata import entry_points
 
     for ep in entry_points(group=COMMANDS_GROUP):
         app.add_typer(ep.load(), name=ep.name)
+    for ep in entry_points(group=MODELS_GROUP):
+        models_app.command(ep.name)(ep.load())
+    data_eps = list(entry_points(group=DATA_GROUP))
+    if data_eps:
+        data_app = typer.Typer(help="Generate or import task datasets in the lab's standard format.",
+                               no_args_is_help=True)
+        for ep in data_eps:
+            data_app.command(ep.name)(ep.load())
+        app.add_typer(data_app, name="data")
 
 
 def main() -> None:

@@ -19,6 +19,8 @@ from typing import Any
 
 TRACKS_GROUP = "rlab.tracks"
 COMMANDS_GROUP = "rlab.commands"
+MODELS_GROUP = "rlab.models"
+DATA_GROUP = "rlab.data"
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ def rlab(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProce
 
 
 def test_help_imports_no_torch() -> None:
-    code = ("import sys; from shared.cli import app, main; "
+    code = ("import sys; from shared.cli import app, _register_track_commands; _register_track_commands(); "
             "import typer.main as tm; tm.get_command(app); "
             "assert 'torch' not in sys.modules, 'rlab --help imported torch'; "
             "assert 'transformers' not in sys.modules")

@@ -14,7 +14,8 @@ from shared.lm.evaluate import EvalResult
 from shared.tracking import read_metrics
 from shared.tracking.run import Run
 
-SMALL = ["train.steps=4", "sft.steps=50", "sft.target_accuracy=0.3", "sft.check_every=2", "train.save_every=3", "train.keep_checkpoints=5",
+SMALL = ["train.steps=4", "sft.steps=50", "sft.target_accuracy=0.3", "sft.check_every=2",
+         "train.save_every=3", "train.keep_checkpoints=5",
          "train.eval_every=0", "eval.size=4", "task.test_size=4", "task.val_size=4", "rl.prompts_per_step=2",
          "rl.group_size=2", "rl.max_new_tokens=4", "sft.batch_size=4"]
 
