@@ -63,5 +63,6 @@ def completion_logprobs(
     if with_entropy:
         from shared.rl import token_entropy
 
-        entropy = token_entropy(scores.detach().masked_fill(torch.isinf(scores), -1e9)) * mask
+        # differentiable (an entropy bonus needs its gradient); banned ids (-inf) contribute 0
+        entropy = token_entropy(scores.masked_fill(torch.isinf(scores), -1e9)) * mask
     return logp, entropy

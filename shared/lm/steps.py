@@ -114,15 +114,15 @@ def _token_loss(setup: LMSetup, rl: RLConfig, batch: dict, rows: slice, stats: d
                              clip_low=rl.clip_low, clip_high=rl.clip_high)
     train_mask = mask.bool()
     if rl.forking_top_quantile < 1:
-        train_mask = train_mask & forking_token_mask(entropy, mask, rl.forking_top_quantile)
+        train_mask = train_mask & forking_token_mask(entropy.detach(), mask, rl.forking_top_quantile)
     if rl.kl_coef > 0:
         token_kl = kl(logp, batch["ref_logp"][rows], rl.kl_estimator)
         token_loss = token_loss + rl.kl_coef * token_kl
-        stats["kl"].append(float((token_kl * mask).sum() / mask.sum().clamp(min=1)))
+        stats["kl"].append(float((token_kl.detach() * mask).sum() / mask.sum().clamp(min=1)))
     if rl.entropy_coef > 0:
         token_loss = token_loss - rl.entropy_coef * entropy
     if entropy is not None:
-        stats["entropy"].append(float((entropy * mask).sum() / mask.sum().clamp(min=1)))
+        stats["entropy"].append(float((entropy.detach() * mask).sum() / mask.sum().clamp(min=1)))
     ratio = torch.exp(logp.detach() - old) * mask
     clipped = ((ratio > 1 + rl.clip_high) | (ratio < 1 - rl.clip_low)) & mask.bool()
     stats["clip_frac"].append(float(clipped.sum() / mask.sum().clamp(min=1)))
@@ -218,6 +218,8 @@ def _rollout_metrics(rollout: Rollout, scored: Any, rewards: torch.Tensor, keep:
         "completion_len": float(lengths.mean()),
         "truncated_frac": float(rollout.truncated.float().mean()),
         "kept_frac": float(keep.float().mean()),
+        # groups whose rewards are all equal carry no GRPO signal; a rising share warns of collapse
+        "no_signal_frac": 1.0 - float(dynamic_sampling_keep(rewards, rollout.group_size).float().mean()),
     }
     correct = [c for c in scored.correct if c is not None]
     if correct:

@@ -80,3 +80,22 @@ def test_kl_to_reference_and_entropy_are_logged() -> None:
     metrics, _, _ = grpo_step(setup, items, opt, sched, cfg.rl, cfg.train, ref_model=ref)
     # epoch 1 starts at the reference weights (KL 0); epoch 2 has moved away from them
     assert metrics["kl"] > 0 and metrics["entropy"] > 0
+
+
+def test_entropy_bonus_has_a_gradient() -> None:
+    """With zero advantages only the entropy bonus moves the weights, and it raises the entropy."""
+    from shared.lm.logprobs import completion_logprobs
+    from shared.lm.sampling import sample_completions
+
+    cfg = load_config(DiagConfig, "default", SMALL, CONFIGS_DIR)
+    setup = build_setup(cfg)
+    items = [next(setup.train_stream(0, i)) for i in range(4)]
+    torch.manual_seed(0)
+    ro = sample_completions(setup.model, setup.tokenizer, setup.encode_prompts(items), 2, 6, 1.0,
+                            setup.banned_ids)
+    _, entropy = completion_logprobs(setup.model, ro.prompt_ids, ro.prompt_mask, ro.completion_ids,
+                                     ro.completion_mask, setup.banned_tensor(), 1.0, with_entropy=True)
+    mean_entropy = (entropy * ro.completion_mask).sum() / ro.completion_mask.sum()
+    (-mean_entropy).backward()
+    grads = [p.grad for p in setup.model.parameters() if p.grad is not None]
+    assert grads and sum(float(g.abs().sum()) for g in grads) > 0
