@@ -47,7 +47,7 @@ def evaluate(
             chunk = items[start : start + batch_prompts]
             rollout = sample_completions(
                 setup.model, setup.tokenizer, setup.encode_prompts(chunk), n, max_new_tokens, temperature,
-                setup.banned_ids, setup.eos_id, setup.pad_id, greedy=use_greedy,
+                setup.banned_ids, setup.eos_id, setup.pad_id, greedy=use_greedy, slicer=setup.slice_extras,
             )
             group_items = [it for it in chunk for _ in range(n)]
             scored = score_batch(setup.reward_names, setup.reward_weights, rollout.texts, group_items)

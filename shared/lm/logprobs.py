@@ -14,17 +14,6 @@ import torch
 from shared.lm.sampling import ban_logits
 
 
-def _slice_extras(extras: dict[str, Any], rows: slice, num_rows: int) -> dict[str, Any]:
-    """Row-slice the per-sequence extras; leave others (e.g. flattened pixel_values) to the caller."""
-    out = {}
-    for key, value in extras.items():
-        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == num_rows:
-            out[key] = value[rows]
-        else:
-            out[key] = value
-    return out
-
-
 def completion_logprobs(
     model: Any,
     prompt_ids: torch.Tensor,

@@ -12,7 +12,7 @@ the previous step's distribution and then replaces that distribution with step t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,18 +81,36 @@ class _RecordingProcessor:
         return torch.stack(self.recorded, dim=1) if self.recorded else sequences.new_zeros((len(sequences), 0))
 
 
-def expand_inputs(model: Any, inputs: dict[str, Any], group_size: int) -> dict[str, Any]:
-    """Repeat each prompt's inputs G times (prompt-major), using the model's own expansion.
+RowSlicer = Callable[[dict[str, Any], "slice | torch.Tensor", int], dict[str, Any]]
 
-    Image-text models (Qwen2-VL/2.5-VL) keep pixel_values flattened across images; their
-    ``_expand_inputs_for_generation`` knows how to repeat them, so we defer to it.
+
+def slice_rows(inputs: dict[str, Any], rows: slice | torch.Tensor, num_rows: int) -> dict[str, Any]:
+    """Select rows (a slice or an index tensor) of every tensor whose first dim is `num_rows`.
+
+    The default row slicer for text models. Image-text models whose pixel_values are flattened
+    across images (Qwen2-VL/2.5-VL) provide their own (`vlm_rl.inputs.slice_vlm_extras`).
     """
+    out = {}
+    for key, value in inputs.items():
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == num_rows:
+            out[key] = value[rows]
+        else:
+            out[key] = value
+    return out
+
+
+def expand_inputs(inputs: dict[str, Any], group_size: int, slicer: RowSlicer | None = None) -> dict[str, Any]:
+    """Repeat each prompt's inputs G times, prompt-major (rows 0,0,0,1,1,1,...).
+
+    Expansion is row selection, so it goes through the same row slicer as micro-batching. (Not the
+    model's ``_expand_inputs_for_generation``: in transformers 5.24 it repeat_interleaves Qwen2.5-VL's
+    flattened pixel_values patch by patch, scrambling every copied image without any error.)
+    """
+    num_rows = inputs["input_ids"].shape[0]
     if group_size == 1:
         return dict(inputs)
-    input_ids = inputs["input_ids"]
-    rest = {k: v for k, v in inputs.items() if k != "input_ids"}
-    input_ids, rest = model._expand_inputs_for_generation(expand_size=group_size, input_ids=input_ids, **rest)
-    return {"input_ids": input_ids, **rest}
+    index = torch.arange(num_rows).repeat_interleave(group_size)
+    return (slicer or slice_rows)(inputs, index, num_rows)
 
 
 @torch.no_grad()
@@ -107,17 +125,19 @@ def sample_completions(
     eos_token_id: int | Sequence[int] | None = None,
     pad_token_id: int | None = None,
     greedy: bool = False,
+    slicer: RowSlicer | None = None,
 ) -> Rollout:
     """Sample `group_size` completions for each prompt of a left-padded batch.
 
     prompt_inputs: the processor/tokenizer output (input_ids [B, P], attention_mask [B, P], and
     any model extras). With ``greedy`` the argmax is taken (log-probs still recorded at temperature).
+    `slicer` selects rows of the inputs (default `slice_rows`; image-text models pass their own).
     """
     from transformers import LogitsProcessorList
 
     was_training = model.training
     model.eval()
-    inputs = expand_inputs(model, prompt_inputs, group_size)
+    inputs = expand_inputs(prompt_inputs, group_size, slicer)
     prompt_len = inputs["input_ids"].shape[1]
     banned = torch.tensor(sorted(set(banned_ids)), dtype=torch.long)
     recorder = _RecordingProcessor(banned, temperature, prompt_len)

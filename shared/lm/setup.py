@@ -29,9 +29,10 @@ class LMSetup:
     reward_weights: list[float]
     banned_ids: list[int] = field(default_factory=list)
     """Token ids the sampler must never emit (special and placeholder tokens)."""
-    slice_extras: Callable[[dict[str, Any], slice, int], dict[str, Any]] | None = None
-    """Row-slicing of extra inputs for micro-batches (image-text models whose pixel_values are
-    flattened across images need their own); default slices tensors whose first dim is N."""
+    slice_extras: Callable[[dict[str, Any], Any, int], dict[str, Any]] | None = None
+    """Row selection (a slice or an index tensor) of model inputs, used to repeat prompts G times,
+    to drop rows and to micro-batch. Default `shared.lm.sampling.slice_rows` (tensors whose first
+    dim is N); image-text models whose pixel_values are flattened across images need their own."""
     trace_image: Callable[[Item], str | None] | None = None
     """Path (absolute) of the image to show beside an item's trace in the gallery, if any."""
     save_extra: Callable[[Any], None] | None = None

@@ -14,9 +14,9 @@ from typing import Any
 import torch
 
 from shared.lm.config import RLConfig, TrainConfig
-from shared.lm.logprobs import _slice_extras, completion_logprobs
+from shared.lm.logprobs import completion_logprobs
 from shared.lm.rewards import score_batch
-from shared.lm.sampling import Rollout, sample_completions
+from shared.lm.sampling import Rollout, sample_completions, slice_rows
 from shared.lm.setup import LMSetup
 from shared.rl import (
     ADVANTAGE_ESTIMATORS,
@@ -58,7 +58,7 @@ def sft_step(setup: LMSetup, items: list[dict], optimizer: Any, scheduler: Any, 
     target_ids, target_mask = setup.encode_targets(items)
     extras = {k: v for k, v in prompts.items() if k not in ("input_ids", "attention_mask")}
     total_tokens = int(target_mask.sum())
-    slicer = setup.slice_extras or _slice_extras
+    slicer = setup.slice_extras or slice_rows
     loss_sum = 0.0
     try:
         for rows in _micro_slices(len(items), train.micro_batch_size):
@@ -174,7 +174,8 @@ def grpo_step(setup: LMSetup, items: list[dict], optimizer: Any, scheduler: Any,
                "optimizer_s": 0.0}
     t0 = time.perf_counter()
     rollout = sample_completions(setup.model, setup.tokenizer, setup.encode_prompts(items), rl.group_size,
-                                 rl.max_new_tokens, rl.temperature, setup.banned_ids, setup.eos_id, setup.pad_id)
+                                 rl.max_new_tokens, rl.temperature, setup.banned_ids, setup.eos_id, setup.pad_id,
+                                 slicer=setup.slice_extras)
     timings["sample_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     scored, rewards, advantages, keep = _rewards_and_advantages(setup, rl, rollout, items)
@@ -184,7 +185,7 @@ def grpo_step(setup: LMSetup, items: list[dict], optimizer: Any, scheduler: Any,
         return {**metrics, "skipped_no_signal": 1, "nonfinite": 0, **{f"time/{k}": v for k, v in timings.items()}}, \
             rollout, scored
     idx = keep.nonzero().squeeze(-1)
-    slicer = setup.slice_extras or _slice_extras
+    slicer = setup.slice_extras or slice_rows
     extras = rollout.model_inputs
     kept_extras = extras if keep.all() else slicer(extras, idx, len(keep))  # type: ignore[arg-type]
     batch = {
