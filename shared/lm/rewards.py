@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from shared.rl.registry import Registry
+from shared.registry import Registry
 
 
 @dataclass
@@ -98,7 +98,8 @@ def score_batch(
                 value, score.reason = 0.0, score.reason or f"{name} returned a non-finite reward"
             overall[i] += weight * value
             reasons[i] = reasons[i] or score.reason
-            correct[i] = score.correct if correct[i] is None else (correct[i] and bool(score.correct))
+            if score.correct is not None:  # a reward with no notion of success leaves the verdict alone
+                correct[i] = score.correct if correct[i] is None else (correct[i] and score.correct)
             for key, val in score.components.items():
                 components.setdefault(f"{name}/{key}", [math.nan] * n)[i] = float(val)
     return ScoredBatch(overall, components, reasons, correct, failures)

@@ -56,3 +56,22 @@ def test_diag_exact_components() -> None:
     assert [x.overall for x in s] == [1.0, 0.0, 0.0, 0.0]
     assert s[1].components == {"format": 1.0, "digits": 2 / 3}  # " 21" right-aligned on "321": "2", "1" right
     assert s[2].reason == "not a bare number" and s[2].correct is False
+
+
+def no_verdict(completions: list[str], items: list[dict]) -> list[RewardScore]:
+    """A reward with no notion of success (correct=None), like a format bonus."""
+    return [RewardScore(0.5) for _ in completions]
+
+
+def test_a_reward_without_verdict_leaves_correct_alone() -> None:
+    scored = score_batch([f"{__name__}:picky", f"{__name__}:no_verdict"], [1.0, 1.0], ["ab", "c"], [{}, {}])
+    # picky: "ab" correct (len > 1), "c" wrong; no_verdict must not turn "ab" into wrong
+    assert scored.correct == [True, False]
+
+
+def test_importing_rewards_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, shared.lm.rewards; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

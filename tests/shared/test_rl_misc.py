@@ -377,7 +377,7 @@ def test_registry_module_does_not_import_torch():
     import ast
     import inspect
 
-    import shared.rl.registry as registry
+    import shared.registry as registry
 
     tree = ast.parse(inspect.getsource(registry))
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
