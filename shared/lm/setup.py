@@ -4,11 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 Item = dict
+
+
+class LossTerm(Protocol):
+    """An extra per-token loss added to the policy loss inside the RL update (e.g. PAPO's perception
+    KL). `prepare` runs once per step, after sampling and before the update, and may store tensors
+    in `batch` (rows = the kept samples, `kept_index` into the rollout); `loss` runs per micro-batch
+    and returns (per-token loss [b, T] to add, metrics to log)."""
+
+    name: str
+    needs_entropy: bool
+
+    def prepare(self, setup: LMSetup, items: list[Item], rollout: Any, kept_index: torch.Tensor,
+                batch: dict[str, Any]) -> None: ...
+
+    def loss(self, setup: LMSetup, rl: Any, batch: dict[str, Any], rows: slice, logp: torch.Tensor,
+             entropy: torch.Tensor | None, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]: ...
 
 
 @dataclass
@@ -35,6 +51,8 @@ class LMSetup:
     dim is N); image-text models whose pixel_values are flattened across images need their own."""
     trace_image: Callable[[Item], str | None] | None = None
     """Path (absolute) of the image to show beside an item's trace in the gallery, if any."""
+    loss_terms: list[LossTerm] = field(default_factory=list)
+    """Extra loss terms of the RL update (see `LossTerm`)."""
     save_extra: Callable[[Any], None] | None = None
     """Called with the final model folder to save processors etc. beside the weights."""
 

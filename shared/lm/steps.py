@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
@@ -104,10 +105,10 @@ def _micro_weight(mode: str, mask_micro: torch.Tensor, mask_all: torch.Tensor) -
 
 def _token_loss(setup: LMSetup, rl: RLConfig, batch: dict, rows: slice, stats: dict) -> tuple:
     mask = batch["mask"][rows]
+    need_entropy = rl.entropy_coef > 0 or rl.forking_top_quantile < 1 or any(t.needs_entropy for t in setup.loss_terms)
     logp, entropy = completion_logprobs(
         setup.model, batch["prompt_ids"][rows], batch["prompt_mask"][rows], batch["completion_ids"][rows],
-        mask, setup.banned_tensor(), rl.temperature, batch["extras_fn"](rows),
-        with_entropy=rl.entropy_coef > 0 or rl.forking_top_quantile < 1,
+        mask, setup.banned_tensor(), rl.temperature, batch["extras_fn"](rows), with_entropy=need_entropy,
     )
     old = batch["old_logp"][rows]
     token_loss = policy_loss(rl.loss, logp, old, batch["advantages"][rows], mask,
@@ -123,6 +124,11 @@ def _token_loss(setup: LMSetup, rl: RLConfig, batch: dict, rows: slice, stats: d
         token_loss = token_loss - rl.entropy_coef * entropy
     if entropy is not None:
         stats["entropy"].append(float((entropy.detach() * mask).sum() / mask.sum().clamp(min=1)))
+    for term in setup.loss_terms:
+        extra, term_stats = term.loss(setup, rl, batch, rows, logp, entropy, mask)
+        token_loss = token_loss + extra
+        for key, value in term_stats.items():
+            stats[key].append(value)
     ratio = torch.exp(logp.detach() - old) * mask
     clipped = ((ratio > 1 + rl.clip_high) | (ratio < 1 - rl.clip_low)) & mask.bool()
     stats["clip_frac"].append(float(clipped.sum() / mask.sum().clamp(min=1)))
@@ -142,7 +148,7 @@ def _ref_logprobs(setup: LMSetup, ref_model: Any, rl: RLConfig, batch: dict, mic
 
 def _optimise(setup: LMSetup, rl: RLConfig, train: TrainConfig, batch: dict, optimizer: Any,
               scheduler: Any, timings: dict) -> dict:
-    stats: dict[str, list[float]] = {"kl": [], "entropy": [], "clip_frac": [], "loss": [], "grad_norm": []}
+    stats: dict[str, list[float]] = defaultdict(list)
     n = len(batch["mask"])
     max_len = rl.max_new_tokens
     for _ in range(rl.epochs):
@@ -194,6 +200,10 @@ def grpo_step(setup: LMSetup, items: list[dict], optimizer: Any, scheduler: Any,
         "old_logp": rollout.logp[idx], "advantages": advantages[idx],
         "extras_fn": lambda rows: slicer(kept_extras, rows, len(idx)),
     }
+    for term in setup.loss_terms:  # e.g. PAPO encodes the masked-image inputs of the kept rows
+        t0 = time.perf_counter()
+        term.prepare(setup, items, rollout, idx, batch)
+        timings[f"{term.name}_prepare_s"] = time.perf_counter() - t0
     if rl.kl_coef > 0:
         t0 = time.perf_counter()
         batch["ref_logp"] = _ref_logprobs(setup, ref_model, rl, batch, train.micro_batch_size)

@@ -99,3 +99,36 @@ def test_entropy_bonus_has_a_gradient() -> None:
     (-mean_entropy).backward()
     grads = [p.grad for p in setup.model.parameters() if p.grad is not None]
     assert grads and sum(float(g.abs().sum()) for g in grads) > 0
+
+
+class _CountingTerm:
+    """A loss term that adds `weight * logp` (a pure likelihood push) and counts its calls."""
+
+    name, needs_entropy = "counting", True
+
+    def __init__(self, weight: float) -> None:
+        self.weight, self.prepared, self.calls = weight, 0, 0
+
+    def prepare(self, setup, items, rollout, kept_index, batch) -> None:
+        self.prepared += 1
+        batch["term/counting"] = len(kept_index)
+
+    def loss(self, setup, rl, batch, rows, logp, entropy, mask):
+        self.calls += 1
+        assert entropy is not None and batch["term/counting"] == len(batch["mask"])
+        return -self.weight * logp * mask, {"counting/term": 1.0}
+
+
+def test_loss_terms_are_prepared_once_and_called_per_micro_batch() -> None:
+    cfg = load_config(DiagConfig, "default", [*SMALL, "rl.epochs=2"], CONFIGS_DIR)
+    setup = build_setup(cfg)
+    start = copy.deepcopy(setup.model.state_dict())
+    cfg.train.micro_batch_size = 8  # 16 rows -> 2 micro-batches x 2 epochs
+    term = _CountingTerm(0.0)
+    setup.loss_terms = [term]
+    plain = _update(setup, start, cfg, seed=5)
+    assert (term.prepared, term.calls) == (1, 4)
+    term_on = _CountingTerm(1.0)
+    setup.loss_terms = [term_on]
+    pushed = _update(setup, start, cfg, seed=5)
+    assert any(not torch.equal(plain[k], pushed[k]) for k in plain), "a non-zero term must change the update"
