@@ -38,6 +38,16 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _resolve(refs: list[str], runs_root: Path) -> list[Path]:
+    """Run folders from paths or unique name parts; a bad reference exits 2 with the candidates."""
+    from shared.tracking.listing import resolve_run
+
+    try:
+        return [resolve_run(r, runs_root) for r in refs]
+    except LookupError as err:
+        raise _fail(str(err), EXIT_USAGE) from None
+
+
 def _setup_logging() -> None:
     import logging
 
@@ -79,9 +89,7 @@ def train(
             if config or run_dir:
                 raise _fail("--resume continues a run with its own saved config; drop --config/--run-dir",
                             EXIT_USAGE)
-            from shared.tracking.listing import resolve_run
-
-            path = resolve_run(resume, runs_root)
+            path = _resolve([resume], runs_root)[0]
             cfg = load_config(trk.schema, path / "config.yaml", set_ or ())
         else:
             cfg = load_config(trk.schema, config or "default", set_ or (), trk.configs_dir)
@@ -132,7 +140,6 @@ def eval_(
     runs_root: Annotated[Path, typer.Option(help="Where runs live")] = RUNS_ROOT,
 ) -> None:
     """Evaluate a finished run's model on a held-out split: mean@k and pass@k."""
-    from shared.tracking.listing import resolve_run
     from shared.tracks import load_track
 
     try:
@@ -141,10 +148,7 @@ def eval_(
             raise ValueError
     except ValueError:
         raise _fail(f"--k must be positive integers separated by commas, got {k!r}", EXIT_USAGE) from None
-    try:
-        path = resolve_run(run, runs_root)
-    except LookupError as err:
-        raise _fail(str(err), EXIT_USAGE) from None
+    path = _resolve([run], runs_root)[0]
     track = _run_track(path)
     trk = load_track(track)
     if trk.evaluate is None:
@@ -178,14 +182,10 @@ def gallery(
 ) -> None:
     """Render a static HTML gallery (opens from disk) and print the path of its index.html."""
     from shared.gallery import build_gallery
-    from shared.tracking.listing import resolve_run
 
     if group_by not in ("step", "item"):
         raise _fail("--group-by must be 'step' or 'item'", EXIT_USAGE)
-    try:
-        paths = [resolve_run(r, runs_root) for r in runs]
-    except LookupError as err:
-        raise _fail(str(err), EXIT_USAGE) from None
+    paths = _resolve(runs, runs_root)
     if out is None and len(paths) > 1:
         raise _fail("several runs need --out DIR", EXIT_USAGE)
     index = build_gallery(paths, out, group_by=group_by)
@@ -215,12 +215,9 @@ def runs_ls(runs_root: Annotated[Path, typer.Option(help="Where runs live")] = R
 @runs_app.command("show")
 def runs_show(run: str, runs_root: Annotated[Path, typer.Option(help="Where runs live")] = RUNS_ROOT) -> None:
     """Config highlights, environment, last metrics, checkpoints of one run."""
-    from shared.tracking.listing import resolve_run, show_run
+    from shared.tracking.listing import show_run
 
-    try:
-        typer.echo(show_run(resolve_run(run, runs_root)))
-    except LookupError as err:
-        raise _fail(str(err), EXIT_USAGE) from None
+    typer.echo(show_run(_resolve([run], runs_root)[0]))
 
 
 @runs_app.command("compare")
@@ -232,13 +229,9 @@ def runs_compare(
     """The config keys that differ between runs, and their final metrics side by side."""
     from rich.console import Console
 
-    from shared.tracking.listing import compare_runs, resolve_run
+    from shared.tracking.listing import compare_runs
 
-    try:
-        paths = [resolve_run(r, runs_root) for r in runs]
-    except LookupError as err:
-        raise _fail(str(err), EXIT_USAGE) from None
-    Console().print(compare_runs(paths, metric or None))
+    Console().print(compare_runs(_resolve(runs, runs_root), metric or None))
 
 
 @runs_app.command("plot")
@@ -251,12 +244,8 @@ def runs_plot(
 ) -> None:
     """Plot one metric against step for one or more runs; prints the PNG path."""
     from shared.gallery.curves import plot_metric
-    from shared.tracking.listing import resolve_run
 
-    try:
-        paths = [resolve_run(r, runs_root) for r in runs]
-    except LookupError as err:
-        raise _fail(str(err), EXIT_USAGE) from None
+    paths = _resolve(runs, runs_root)
     out = out or paths[0] / "plots" / f"{metric.replace('/', '_')}.png"
     try:
         png = plot_metric(paths, metric, out, smooth=smooth)

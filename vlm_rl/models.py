@@ -149,33 +149,15 @@ def train_vlm_tokenizer(corpus: Iterable[str], vocab_size: int) -> Any:
 
     Digits are split one by one before BPE; EOS is ``<|im_end|>``, padding ``<|endoftext|>`` on the left.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from shared.lm.tokenizer import train_bpe_tokenizer
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(corpus, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token=EOS_TOKEN,
-        pad_token=PAD_TOKEN,
-        padding_side="left",
+    return train_bpe_tokenizer(
+        corpus, vocab_size, SPECIAL_TOKENS, EOS_TOKEN, PAD_TOKEN, CHAT_TEMPLATE,
         split_special_tokens=False,
         model_max_length=32768,
         extra_special_tokens={"image_token": IMAGE_TOKEN, "video_token": VIDEO_TOKEN,
                               "vision_bos_token": VISION_START, "vision_eos_token": VISION_END},
     )
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
 
 
 # ---------------------------------------------------------------------------------------------- build
