@@ -176,7 +176,8 @@ def sample_completions(
 
 
 def _eos_hits(completion_ids: torch.Tensor, eos: int | Sequence[int]) -> torch.Tensor:
-    eos_ids = torch.tensor([eos] if isinstance(eos, int) else list(eos), dtype=completion_ids.dtype)
+    eos_ids = torch.tensor([eos] if isinstance(eos, int) else list(eos), dtype=completion_ids.dtype,
+                           device=completion_ids.device)
     return torch.isin(completion_ids, eos_ids)
 
 
