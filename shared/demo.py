@@ -1,8 +1,9 @@
 """`rlab demo` / `make demo`: the main job on embedded defaults, ending with a gallery path.
 
-At this stage of the lab the main job is the `diag` track: warm-up SFT then GRPO with the
-default config, a final evaluation with pass@k, and a gallery of the run. Each track adds its own
-short step here as it lands; the whole demo stays under 15 minutes on a 2-core CPU.
+The main job is the `diag` track: warm-up SFT then GRPO with the default config and a final
+evaluation with pass@k. Each track adds its own short step through `Track.demo` (the vlm track:
+a short warm-up then GRPO on counting); one gallery shows every run. The whole demo stays under
+15 minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -26,17 +27,34 @@ def _train_diag(runs_root: Path, quick: bool) -> Path:
         return run.path
 
 
+def _evaluate(track: str, run_dir: Path, limit: int | None) -> None:
+    from shared.tracks import EvalRequest, load_track
+
+    print(f"[demo] {track}: final evaluation on the held-out split (pass@1, pass@4)", flush=True)
+    metrics = load_track(track).evaluate(EvalRequest(run_dir, "test", (1, 4), limit=limit))
+    print(json.dumps({k: round(v, 4) for k, v in metrics.items()}, indent=1), flush=True)
+
+
 def run_demo(runs_root: Path, quick: bool = False) -> Path:
-    """Train, evaluate and render; returns the gallery's index.html."""
-    from shared.diag.track import evaluate_run
+    """Train, evaluate and render every track's short step; returns the gallery's index.html.
+
+    The diag track runs first; then each installed track that offers a `demo` (see shared.tracks).
+    """
     from shared.gallery import build_gallery
-    from shared.tracks import EvalRequest
+    from shared.tracks import load_track, track_names
 
     start = time.time()
-    run_dir = _train_diag(runs_root, quick)
-    print("[demo] diag: final evaluation on the held-out split (pass@1, pass@4)", flush=True)
-    metrics = evaluate_run(EvalRequest(run_dir, "test", (1, 4), limit=100 if quick else None))
-    print(json.dumps({k: round(v, 4) for k, v in metrics.items()}, indent=1), flush=True)
-    index = build_gallery([run_dir], None)
+    run_dirs = [_train_diag(runs_root, quick)]
+    _evaluate("diag", run_dirs[0], 100 if quick else None)
+    for name in track_names():
+        track = load_track(name)
+        if track.demo is None:
+            continue
+        run_dir = track.demo(runs_root, quick)
+        if track.evaluate is not None:
+            _evaluate(name, run_dir, 100)
+        run_dirs.append(run_dir)
+    out = Path(runs_root) / f"gallery-{time.strftime('%Y%m%d-%H%M%S')}"
+    index = build_gallery(run_dirs, out, title="rlab demo")
     print(f"[demo] finished in {time.time() - start:.0f} s", flush=True)
     return index

@@ -46,8 +46,8 @@ class Track:
     """train(config, run, resuming): runs (or resumes) training inside `run` (a shared.tracking.Run)."""
     evaluate: Callable[[EvalRequest], dict[str, float]] | None = None
     """Evaluate a finished run's model; returns the metrics it also logs into the run."""
-    demo: Callable[[Path], Path] | None = None
-    """demo(runs_root) -> gallery index path: this track's short step of `make demo`."""
+    demo: Callable[[Path, bool], Path] | None = None
+    """demo(runs_root, quick) -> the run folder of a short run of this track (its step of `make demo`)."""
 
 
 def track_names() -> list[str]:

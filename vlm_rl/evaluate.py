@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from shared.lm.evaluate import _summarise, evaluate
+from shared.lm.evaluate import evaluate, summarise
 from shared.tracks import EvalRequest
 
 BLANK_COLOUR = (255, 255, 255)
@@ -55,7 +55,7 @@ def per_task(traces: list[dict], ks: Sequence[int], prefix: str = "") -> dict[st
         tasks.setdefault(str(trace["item"].get("task", "unknown")), []).append(trace)
     out = {}
     for task, group in sorted(tasks.items()):
-        for key, value in _summarise(group, ks).items():
+        for key, value in summarise(group, ks).items():
             if key != "completion_len":
                 out[f"task/{task}/{prefix}{key}"] = value
     return out

@@ -24,6 +24,7 @@ from shared.lm.config import DataConfig, EvalConfig, ModelConfig, RLConfig, SFTC
 from shared.tracks import EvalRequest, Track
 from vlm_rl.data.cli import TASK_NAMES
 from vlm_rl.models import TinyVLMConfig
+from vlm_rl.papo import PAPOConfig
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +113,8 @@ class VLMConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     rl: RLConfig = field(default_factory=RLConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    # papo: PAPOConfig = field(default_factory=PAPOConfig)
-    #   nested here by the lead once vlm_rl.papo lands; build_setup then adds its LossTerm to loss_terms.
+    papo: PAPOConfig = field(default_factory=PAPOConfig)
+    """PAPO's implicit perception loss (papo.gamma > 0 turns it on) and double entropy loss."""
 
     def __post_init__(self) -> None:
         require(self.sft.steps + self.train.steps >= 1, "train.steps", "sft.steps + train.steps must be >= 1")
@@ -269,9 +270,20 @@ def build_setup(cfg: VLMConfig, data: VLMData | None = None) -> Any:
         banned_ids=vlm_banned_ids(processor),
         slice_extras=slice_vlm_extras,
         trace_image=lambda item: item["images"][0] if item.get("images") else None,
-        loss_terms=[],  # PAPO's perception-KL LossTerm goes here when cfg.papo enables it (lead)
+        loss_terms=_papo_terms(cfg, processor, data.root, system),
         save_extra=processor.save_pretrained,
     )
+
+
+def _papo_terms(cfg: VLMConfig, processor: Any, root: Path, system: str | None) -> list:
+    """PAPO's perception-KL LossTerm when papo.gamma or an entropy weight is on, else none."""
+    papo = cfg.papo
+    if max(papo.gamma, papo.eta_original, papo.eta_masked) <= 0:
+        return []
+    from vlm_rl.papo import PerceptionTerm, masked_prompt_encoder
+
+    encode = masked_prompt_encoder(processor, root, cfg.vision.min_pixels, cfg.vision.max_pixels, papo, system)
+    return [PerceptionTerm(papo, encode)]
 
 
 # ------------------------------------------------------------------------------- entry points
@@ -294,12 +306,12 @@ def evaluate_run(req: EvalRequest) -> dict[str, float]:
 
 
 DEMO_OVERRIDES = {
-    False: ["sft.steps=300", "sft.target_accuracy=0.15", "sft.check_size=100", "train.steps=20",
-            "train.save_every=20", "train.eval_every=0", "eval.size=100", "data.n_train=3000", "data.n_test=200",
-            "data.val_size=100"],
+    False: ["sft.steps=250", "sft.target_accuracy=0", "train.steps=15", "train.save_every=15", "train.eval_every=0",
+            "eval.size=100", "data.n_train=3000", "data.n_test=200", "data.val_size=100"],
     True: ["sft.steps=20", "sft.target_accuracy=0", "train.steps=3", "train.eval_every=0", "eval.size=16",
            "rl.prompts_per_step=4", "rl.group_size=4", "data.n_train=200", "data.n_test=32", "data.val_size=16"],
 }
+"""Overrides of the default config for `demo` (quick: a smoke test of ~20 s)."""
 
 
 def demo(runs_root: Path, quick: bool = False) -> Path:

@@ -64,10 +64,11 @@ def evaluate(
                 })
             if progress is not None:
                 progress(len(chunk))
-    return EvalResult(_summarise(traces, ks), traces)
+    return EvalResult(summarise(traces, ks), traces)
 
 
-def _summarise(traces: list[dict[str, Any]], ks: Sequence[int]) -> dict[str, float]:
+def summarise(traces: list[dict[str, Any]], ks: Sequence[int]) -> dict[str, float]:
+    """mean@n, accuracy, pass@k for each k, completion length, over per-item traces of `evaluate`."""
     if not traces:
         return {}
     n = len(traces[0]["rewards"])

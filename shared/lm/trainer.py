@@ -253,7 +253,7 @@ def write_traces(run_dir: Path, setup: LMSetup, traces: list[dict], step: int, g
         image = setup.trace_image(item) if setup.trace_image else None
         rel = None
         if image:
-            dest = Path(run_dir) / "media" / "items" / Path(image).name
+            dest = Path(run_dir) / "media" / "items" / f"{item.get('id')}{Path(image).suffix}"
             dest.parent.mkdir(parents=True, exist_ok=True)
             if not dest.exists():
                 dest.write_bytes(Path(image).read_bytes())
