@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.config import choice, require
-from shared.lm.config import DataConfig, EvalConfig, ModelConfig, RLConfig, SFTConfig, TrainConfig
+from shared.lm.config import DataConfig, LMRunConfig, ModelConfig
 from shared.tracks import EvalRequest, Track
 from vlm_rl.data.cli import TASK_NAMES
 from vlm_rl.models import TinyVLMConfig
@@ -102,22 +102,18 @@ class RewardConfig:
 
 
 @dataclass
-class VLMConfig:
+class VLMConfig(LMRunConfig):
     name: str = "vlm"
     """Run name (the run folder is runs/vlm/<name>-<time>)."""
     model: VLMModelConfig = field(default_factory=VLMModelConfig)
     data: VLMDataConfig = field(default_factory=VLMDataConfig)
     vision: VisionConfig = field(default_factory=VisionConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)
-    rl: RLConfig = field(default_factory=RLConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
     papo: PAPOConfig = field(default_factory=PAPOConfig)
     """PAPO's implicit perception loss (papo.gamma > 0 turns it on) and double entropy loss."""
 
     def __post_init__(self) -> None:
-        require(self.sft.steps + self.train.steps >= 1, "train.steps", "sft.steps + train.steps must be >= 1")
+        super().__post_init__()
         uses_val = self.sft.target_accuracy > 0 and self.sft.check_split == "val"
         require(self.data.val_size > 0 or not uses_val, "data.val_size",
                 "sft.target_accuracy checks the val split, which needs data.val_size >= 1")

@@ -8,7 +8,7 @@ from typing import Any
 
 from shared.config import choice, require
 from shared.diag.model import TinyLMConfig
-from shared.lm.config import DataConfig, EvalConfig, ModelConfig, RLConfig, SFTConfig, TrainConfig
+from shared.lm.config import LMRunConfig, ModelConfig
 from shared.lm.rewards import REWARDS, RewardScore
 from shared.tracks import EvalRequest, Track
 
@@ -38,19 +38,14 @@ class TaskConfig:
 
 
 @dataclass
-class DiagConfig:
+class DiagConfig(LMRunConfig):
     name: str = "diag"
     """Run name (the run folder is runs/diag/<name>-<time>)."""
     model: DiagModelConfig = field(default_factory=DiagModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)
-    rl: RLConfig = field(default_factory=RLConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
-        require(self.sft.steps + self.train.steps >= 1, "train.steps", "sft.steps + train.steps must be >= 1")
+        super().__post_init__()
         require(not self.data.path, "data.path", "the diag track generates its data; leave data.path empty")
 
 

@@ -161,3 +161,23 @@ class EvalConfig:
     """Evaluation sampling seed (independent of the training RNG streams)."""
     media_items: int = 8
     """Items whose traces are written to the run's media at each eval (the gallery shows them)."""
+
+
+@dataclass
+class LMRunConfig:
+    """The root every LM track's config extends (one level): the sections the LM loop reads.
+
+    A track subclasses it, narrows `model`/`data` to its own sections and adds its own.
+    """
+
+    name: str = "run"
+    """Run name (the run folder is runs/<track>/<name>-<time>)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        require(self.sft.steps + self.train.steps >= 1, "train.steps", "sft.steps + train.steps must be >= 1")
