@@ -197,13 +197,21 @@ def masked_prompt_encoder(processor: Any, root: Path | str, min_pixels: int, max
                           system_prompt: str | None = None) -> Callable[[list[dict]], dict[str, Any]]:
     """``encode_masked(items)`` for `PerceptionTerm`: `encode_vlm_prompts` with masked images.
 
-    Pass the same root, pixel bounds and system prompt as the setup's `encode_prompts`. Masks are
-    drawn from one ``random.Random(cfg.seed)``, so each call (each RL step) draws fresh ones.
+    Pass the same root, pixel bounds and system prompt as the setup's `encode_prompts`. Each call
+    (each RL step) draws fresh masks from a generator seeded by cfg.seed and one draw from torch's
+    global RNG, which checkpoints capture: a resumed run draws the same masks as an uninterrupted one.
     """
+    import torch
+
     from vlm_rl.inputs import encode_vlm_prompts
 
     masking = MaskedImageProcessor(processor, cfg, random.Random(cfg.seed))
-    return lambda items: encode_vlm_prompts(masking, items, root, min_pixels, max_pixels, system_prompt)
+
+    def encode_masked(items: list[dict]) -> dict[str, Any]:
+        masking.rng = random.Random(f"{cfg.seed}-{int(torch.randint(0, 2**62, (1,)))}")
+        return encode_vlm_prompts(masking, items, root, min_pixels, max_pixels, system_prompt)
+
+    return encode_masked
 
 
 # ------------------------------------------------------------------------------------ the loss

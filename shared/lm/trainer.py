@@ -165,7 +165,7 @@ class LMTrainer:
                 metrics.update(self._check_warmup(step))
                 bar.total = self.total_steps
             self.run.log(step, metrics)
-            bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("reward", "sft/loss") if k in metrics})
+            bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("reward", "sft/loss") if k in metrics}, refresh=False)
             bar.update(1)
             if self._eval_due(step):
                 self.run_eval(step)
