@@ -13,20 +13,6 @@ import time
 from pathlib import Path
 
 
-def _train_diag(runs_root: Path, quick: bool) -> Path:
-    from shared.config import load_config, to_yaml
-    from shared.diag.track import CONFIGS_DIR, DiagConfig, train
-    from shared.tracking.run import Run
-
-    overrides = ["train.steps=10", "sft.steps=20", "eval.size=50", "train.eval_every=0"] if quick else []
-    cfg = load_config(DiagConfig, "default", overrides, CONFIGS_DIR)
-    with Run.create("diag", cfg.name, to_yaml(cfg), cfg.train.seed, root=runs_root) as run:
-        print(f"[demo] diag: warm-up SFT ({cfg.sft.steps} steps) then GRPO "
-              f"({cfg.train.steps} steps) -> {run.path}", flush=True)
-        train(cfg, run, resuming=False)
-        return run.path
-
-
 def _evaluate(track: str, run_dir: Path, limit: int | None) -> None:
     from shared.tracks import EvalRequest, load_track
 
@@ -38,21 +24,20 @@ def _evaluate(track: str, run_dir: Path, limit: int | None) -> None:
 def run_demo(runs_root: Path, quick: bool = False) -> Path:
     """Train, evaluate and render every track's short step; returns the gallery's index.html.
 
-    The diag track runs first; then each installed track that offers a `demo` (see shared.tracks).
+    The diag track runs first, then every other installed track that offers a `demo` (shared.tracks).
     """
     from shared.gallery import build_gallery
     from shared.tracks import load_track, track_names
 
     start = time.time()
-    run_dirs = [_train_diag(runs_root, quick)]
-    _evaluate("diag", run_dirs[0], 100 if quick else None)
-    for name in track_names():
+    run_dirs = []
+    for name in sorted(track_names(), key=lambda n: n != "diag"):  # the core's own track first
         track = load_track(name)
         if track.demo is None:
             continue
         run_dir = track.demo(runs_root, quick)
         if track.evaluate is not None:
-            _evaluate(name, run_dir, 100)
+            _evaluate(name, run_dir, None if name == "diag" and not quick else 100)
         run_dirs.append(run_dir)
     out = Path(runs_root) / f"gallery-{time.strftime('%Y%m%d-%H%M%S')}"
     index = build_gallery(run_dirs, out, title="rlab demo")

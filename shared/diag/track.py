@@ -168,6 +168,20 @@ def evaluate_run(req: EvalRequest) -> dict[str, float]:
     return metrics
 
 
+def demo(runs_root: Path, quick: bool = False) -> Path:
+    """The diag step of `make demo`: the default config (quick: a few steps); returns the run folder."""
+    from shared.config import load_config, to_yaml
+    from shared.tracking.run import Run
+
+    overrides = ["train.steps=10", "sft.steps=20", "eval.size=50", "train.eval_every=0"] if quick else []
+    cfg = load_config(DiagConfig, "default", overrides, CONFIGS_DIR)
+    with Run.create("diag", cfg.name, to_yaml(cfg), cfg.train.seed, root=runs_root) as run:
+        print(f"[demo] diag: warm-up SFT (up to {cfg.sft.steps} steps) then GRPO ({cfg.train.steps} steps) "
+              f"-> {run.path}", flush=True)
+        train(cfg, run, resuming=False)
+        return run.path
+
+
 TRACK = Track(
     name="diag",
     help="built-in diagnostic: tiny Qwen2 on digit tasks, warm-up SFT then GRPO",
@@ -175,4 +189,5 @@ TRACK = Track(
     configs_dir=CONFIGS_DIR,
     train=train,
     evaluate=evaluate_run,
+    demo=demo,
 )

@@ -97,3 +97,14 @@ def test_train_from_a_saved_model_path(two_runs) -> None:
     proc = rlab("train", "diag", *[x for o in TINY for x in ("--set", o)], "--set", "sft.steps=0",
                 "--set", f"model.path={first / 'final'}", "--run-dir", "runs/diag/from-final", cwd=cwd)
     assert (cwd / "runs/diag/from-final/final/config.json").exists(), proc.stderr
+
+
+def test_demo_quick_ends_with_a_gallery_of_every_track(tmp_path: Path) -> None:
+    out = rlab("demo", "--quick", "--runs-root", str(tmp_path / "runs"), cwd=tmp_path).stdout
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("gallery: ")
+    index = Path(last.removeprefix("gallery: "))
+    assert index.exists()
+    html = index.read_text()
+    for track in ("diag", "vlm"):
+        assert f"{track}-" in html, f"the demo gallery has no {track} run"
