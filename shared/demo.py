@@ -12,6 +12,21 @@ import json
 import time
 from pathlib import Path
 
+from shared.tracks import Track
+
+
+def train_demo_run(track: Track, runs_root: Path, overrides: list[str]) -> Path:
+    """A track's demo step: its default config with `overrides`, trained in a new run; the run folder."""
+    from shared.config import load_config, to_yaml
+    from shared.tracking.run import Run
+
+    cfg = load_config(track.schema, "default", overrides, track.configs_dir)
+    with Run.create(track.name, cfg.name, to_yaml(cfg), cfg.train.seed, root=runs_root) as run:
+        print(f"[demo] {track.name}: warm-up SFT (up to {cfg.sft.steps} steps) then RL ({cfg.train.steps} steps) "
+              f"-> {run.path}", flush=True)
+        track.train(cfg, run, False)
+        return run.path
+
 
 def _evaluate(track: str, run_dir: Path, limit: int | None) -> None:
     from shared.tracks import EvalRequest, load_track

@@ -313,16 +313,9 @@ DEMO_OVERRIDES = {
 def demo(runs_root: Path, quick: bool = False) -> Path:
     """This track's step of `make demo`: a short warm-up then a few GRPO steps on counting, from the
     default config; returns the run folder (evaluate it with `evaluate_run`, then build its gallery)."""
-    from shared.config import load_config, to_yaml
-    from shared.tracking.run import Run
+    from shared.demo import train_demo_run
 
-    cfg = load_config(VLMConfig, "default", DEMO_OVERRIDES[quick], CONFIGS_DIR)
-    cfg.data.cache_dir = str(Path(runs_root) / "data")
-    with Run.create("vlm", cfg.name, to_yaml(cfg), cfg.train.seed, root=runs_root) as run:
-        print(f"[demo] vlm: warm-up SFT (up to {cfg.sft.steps} steps) then GRPO ({cfg.train.steps} steps) "
-              f"-> {run.path}", flush=True)
-        train(cfg, run, resuming=False)
-        return run.path
+    return train_demo_run(TRACK, runs_root, [*DEMO_OVERRIDES[quick], f"data.cache_dir={Path(runs_root) / 'data'}"])
 
 
 TRACK = Track(

@@ -170,16 +170,10 @@ def evaluate_run(req: EvalRequest) -> dict[str, float]:
 
 def demo(runs_root: Path, quick: bool = False) -> Path:
     """The diag step of `make demo`: the default config (quick: a few steps); returns the run folder."""
-    from shared.config import load_config, to_yaml
-    from shared.tracking.run import Run
+    from shared.demo import train_demo_run
 
     overrides = ["train.steps=10", "sft.steps=20", "eval.size=50", "train.eval_every=0"] if quick else []
-    cfg = load_config(DiagConfig, "default", overrides, CONFIGS_DIR)
-    with Run.create("diag", cfg.name, to_yaml(cfg), cfg.train.seed, root=runs_root) as run:
-        print(f"[demo] diag: warm-up SFT (up to {cfg.sft.steps} steps) then GRPO ({cfg.train.steps} steps) "
-              f"-> {run.path}", flush=True)
-        train(cfg, run, resuming=False)
-        return run.path
+    return train_demo_run(TRACK, runs_root, overrides)
 
 
 TRACK = Track(
