@@ -101,9 +101,28 @@ def train(
                   runs_root=runs_root, wandb=wandb)
 
 
+def _join_launch(cfg) -> tuple[int, object]:
+    """(rank, device) under a multi-process launch (accelerate launch / torchrun) whose config asks for
+    data parallelism (LM tracks' system.distributed), after joining the process group; (0, None) otherwise."""
+    system = getattr(cfg, "system", None)
+    if system is None:
+        return 0, None
+    from shared.lm.runtime import init_distributed, launch_rank, launch_world_size, resolve_device, resolve_distributed
+
+    world = launch_world_size()
+    if resolve_distributed(system.distributed, world) == "none":
+        return 0, None
+    device = resolve_device(system.device, world)
+    init_distributed(device)
+    return launch_rank(), device
+
+
 def _run_training(trk, cfg, cfg_yaml: str, resume_path, run_dir, runs_root, wandb) -> Path:
     from shared.tracking.run import Run
 
+    rank, device = _join_launch(cfg)
+    if rank > 0:  # rank 0 writes the run folder; the others follow it, writing nothing
+        return _follow_training(trk, cfg, resume_path, device)
     if resume_path is not None:
         run = Run.open(resume_path, wandb=wandb)
         if set(cfg_yaml.splitlines()) != set(run.config_path.read_text().splitlines()):
@@ -111,6 +130,10 @@ def _run_training(trk, cfg, cfg_yaml: str, resume_path, run_dir, runs_root, wand
     else:
         name = getattr(cfg, "name", trk.name)
         run = Run.create(trk.name, name, cfg_yaml, cfg.train.seed, root=runs_root, run_dir=run_dir, wandb=wandb)
+    if device is not None and resume_path is None:  # the new folder's name, for the other processes
+        from shared.lm.runtime import broadcast_object
+
+        broadcast_object(str(run.path), device)
     typer.echo(f"run: {run.path}", err=True)
     try:
         with run:
@@ -125,6 +148,17 @@ def _run_training(trk, cfg, cfg_yaml: str, resume_path, run_dir, runs_root, wand
         raise
     run.mark("finished")
     typer.echo(str(run.path))
+    return run.path
+
+
+def _follow_training(trk, cfg, resume_path, device) -> Path:
+    """A process of rank > 0: train in a read-only view of the run folder rank 0 created."""
+    from shared.lm.runtime import broadcast_object
+    from shared.tracking.run import Run
+
+    path = resume_path if resume_path is not None else Path(broadcast_object(None, device))
+    with Run.open(path, read_only=True) as run:
+        trk.train(cfg, run, resume_path is not None)
     return run.path
 
 

@@ -179,7 +179,7 @@ def _block_index(lengths: Any, which: Any) -> Any:
 
     starts = lengths.cumsum(0) - lengths
     sel = lengths[which]
-    offsets = torch.arange(int(sel.sum())) - torch.repeat_interleave(sel.cumsum(0) - sel, sel)
+    offsets = torch.arange(int(sel.sum()), device=lengths.device) - torch.repeat_interleave(sel.cumsum(0) - sel, sel)
     return torch.repeat_interleave(starts[which], sel) + offsets
 
 

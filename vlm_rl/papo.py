@@ -277,7 +277,7 @@ class PerceptionTerm:
         from shared.lm.sampling import slice_rows
 
         slicer = setup.slice_extras or slice_rows
-        masked = self.encode_masked(items)
+        masked = setup.runtime.to_device(self.encode_masked(items))
         # rows of "repeat each prompt G times, then keep kept_index" are prompts kept_index // G:
         # one row selection through the setup's slicer, without materialising all N copies
         kept = slicer(masked, kept_index // rollout.group_size, len(items))

@@ -222,30 +222,46 @@ def epoch_stream(rows: list[dict], seed: int, start: int = 0) -> Iterator[dict]:
 # --------------------------------------------------------------------------------------- set-up
 
 
-def load_model(cfg: VLMConfig) -> tuple[Any, Any]:
-    """(model, processor): from model.path, or a tiny Qwen2.5-VL built (and reloaded) in a temporary folder."""
+def load_model(cfg: VLMConfig, runtime: Any = None) -> tuple[Any, Any]:
+    """(model, processor): from model.path, or a tiny Qwen2.5-VL built (and reloaded) in a temporary folder
+    (under a multi-process launch built by rank 0, whose folder the others read: transformers'
+    save_pretrained writes only on rank 0 once a process group exists)."""
     import tempfile
 
+    from shared.lm.runtime import Runtime, load_dtype
     from vlm_rl.models import build_tiny_vlm, load_vlm
 
+    dtype = load_dtype(cfg.model)
     if cfg.model.path:
-        return load_vlm(cfg.model.path)
+        return load_vlm(cfg.model.path, dtype)
+    rt = runtime if runtime is not None else Runtime()
     with tempfile.TemporaryDirectory(prefix="rlab-tiny-vlm-") as tmp:
-        return load_vlm(build_tiny_vlm(cfg.model.tiny, Path(tmp) / "model", seed=cfg.train.seed))
+        folder = Path(tmp) / "model"
+        if rt.is_main:
+            build_tiny_vlm(cfg.model.tiny, folder, seed=cfg.train.seed)
+        loaded = load_vlm(Path(rt.broadcast(str(folder))), dtype)
+        rt.barrier()  # rank 0's folder goes when every process has read it
+        return loaded
 
 
-def build_setup(cfg: VLMConfig, data: VLMData | None = None) -> Any:
-    """Model and processor, prompt encoding, demonstrations, data streams and rewards for the LM loop."""
+def build_setup(cfg: VLMConfig, data: VLMData | None = None, runtime: Any = None) -> Any:
+    """Model and processor, prompt encoding, demonstrations, data streams and rewards for the LM loop.
+
+    The model gets the config's scale options (device, model.dtype, LoRA, gradient checkpointing,
+    data parallelism: `shared.lm.runtime`); `runtime` defaults to the one system.* describes."""
     import vlm_rl.rewards  # noqa: F401  (registers vlm.accuracy and vlm.format)
+    from shared.lm.runtime import build_runtime, prepare_model
     from shared.lm.setup import LMSetup
     from shared.tracking.rng import seed_everything
     from vlm_rl.data import demonstration
     from vlm_rl.inputs import encode_vlm_prompts, slice_vlm_extras
     from vlm_rl.models import vlm_banned_ids
 
+    runtime = runtime if runtime is not None else build_runtime(cfg.system, cfg.model.dtype)
     seed_everything(cfg.train.seed)
     data = data if data is not None else load_data(cfg.data)
-    model, processor = load_model(cfg)
+    model, processor = load_model(cfg, runtime)
+    model = prepare_model(model, cfg.model, runtime)
     vision = cfg.vision
     system = vision.system_prompt or None
 
@@ -268,6 +284,7 @@ def build_setup(cfg: VLMConfig, data: VLMData | None = None) -> Any:
         trace_image=lambda item: item["images"][0] if item.get("images") else None,
         loss_terms=_papo_terms(cfg, processor, data.root, system),
         save_extra=processor.save_pretrained,
+        runtime=runtime,
     )
 
 
@@ -286,11 +303,18 @@ def _papo_terms(cfg: VLMConfig, processor: Any, root: Path, system: str | None) 
 
 
 def train(cfg: VLMConfig, run: Any, resuming: bool) -> None:
+    """Train in `run`; under a multi-process launch every process calls it and only rank 0 writes."""
+    from shared.lm.runtime import build_runtime
     from shared.lm.trainer import LMTrainer
 
-    data = load_data(cfg.data)
-    (Path(run.path) / DATA_REPORT).write_text(json.dumps(data.report(), indent=2) + "\n")
-    trainer = LMTrainer(build_setup(cfg, data), run, cfg.train, cfg.sft, cfg.rl, cfg.eval)
+    runtime = build_runtime(cfg.system, cfg.model.dtype)
+    if runtime.is_main:  # a generated dataset is written once, by rank 0, before the others read it
+        data = load_data(cfg.data)
+        (Path(run.path) / DATA_REPORT).write_text(json.dumps(data.report(), indent=2) + "\n")
+    runtime.barrier()
+    if not runtime.is_main:
+        data = load_data(cfg.data)
+    trainer = LMTrainer(build_setup(cfg, data, runtime), run, cfg.train, cfg.sft, cfg.rl, cfg.eval)
     trainer.fit(resuming=resuming)
 
 

@@ -82,9 +82,11 @@ def build_setup(cfg: DiagConfig) -> Any:
     """Model (built tiny, or loaded from model.path), tokenizer, prompts and data streams."""
     from shared.diag.model import banned_token_ids, build_tiny_lm, load_model, train_tokenizer
     from shared.diag.task import DigitTask
+    from shared.lm.runtime import build_runtime, prepare_model
     from shared.lm.setup import LMSetup
     from shared.tracking.rng import seed_everything
 
+    runtime = build_runtime(cfg.system, cfg.model.dtype)
     seed_everything(cfg.train.seed)
     task = DigitTask(cfg.task.kind, cfg.task.max_digits, cfg.task.test_size, cfg.task.val_size)
     if cfg.model.path:
@@ -92,6 +94,7 @@ def build_setup(cfg: DiagConfig) -> Any:
     else:
         tokenizer = train_tokenizer(_corpus(task), cfg.model.tiny.vocab_size)
         model = build_tiny_lm(cfg.model.tiny, tokenizer, seed=cfg.train.seed)
+    model = prepare_model(model, cfg.model, runtime)
 
     def encode_prompts(items: list[dict]) -> dict:
         messages = [[{"role": "user", "content": it["question"]}] for it in items]
@@ -108,6 +111,7 @@ def build_setup(cfg: DiagConfig) -> Any:
         eval_items=lambda split: _split(split, splits),
         reward_names=rewards, reward_weights=cfg.rl.reward_weights or [1.0] * len(rewards),
         banned_ids=banned_token_ids(tokenizer),
+        runtime=runtime,
     )
 
 
@@ -155,6 +159,8 @@ def evaluate_run(req: EvalRequest) -> dict[str, float]:
     if not final.exists():
         raise FileNotFoundError(f"{final} does not exist: the run has not finished (resume it first)")
     cfg.model.path = str(final)
+    cfg.model.lora.r = 0  # final/ has the adapters merged in
+    cfg.system.device = "auto"  # wherever this evaluation runs
     setup = build_setup(cfg)
     items = setup.eval_items(req.split)[: req.limit]
     with tqdm(total=len(items), desc=f"eval {req.split}", unit="item", file=sys.stderr) as bar:

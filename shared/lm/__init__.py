@@ -6,4 +6,6 @@
   keeping full-vocabulary logits for more than one micro-batch.
 - `rewards`: the reward registry and the typed `RewardScore`.
 - `grpo` / `sft`: one optimisation step each; `trainer`: steps, checkpoints, resume, faults, eval.
+- `runtime`: device, bf16 autocast, LoRA, gradient checkpointing and data parallelism (ddp / fsdp
+  under `accelerate launch` or `torchrun`): the scale path.
 """

@@ -6,12 +6,48 @@ from dataclasses import dataclass, field
 
 from shared.config import choice, require
 
+DTYPES = ("float32", "bfloat16")
+DEVICES = ("auto", "cpu", "cuda")
+DISTRIBUTED = ("auto", "none", "ddp", "fsdp")
+
+
+@dataclass
+class LoRAConfig:
+    r: int = 0
+    """LoRA rank (peft's LoraConfig.r); 0 turns LoRA off and trains every weight. With r > 0 only the
+    adapters train, the base weights are frozen (and stored in bfloat16 when model.dtype=bfloat16), and
+    the saved final/ model has the adapters merged in (a plain model folder)."""
+    alpha: float = 16.0
+    """LoRA scaling numerator: the adapter's update is scaled by alpha / r."""
+    dropout: float = 0.0
+    """Dropout on the adapters' input (0 keeps sampling and training log-probs equal)."""
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Names of the linear layers that get adapters: the attention projections of the language model by
+    default (Qwen2.5-VL's vision tower names its projections qkv/proj, so it is left alone)."""
+
+    def __post_init__(self) -> None:
+        require(self.r >= 0, "model.lora.r", "must be >= 0 (0: no LoRA)")
+        require(self.alpha > 0, "model.lora.alpha", "must be > 0")
+        require(0 <= self.dropout < 1, "model.lora.dropout", "must be in [0, 1)")
+        require(not self.r or bool(self.target_modules), "model.lora.target_modules", "must name at least one layer")
+
 
 @dataclass
 class ModelConfig:
     path: str = ""
     """Local Hugging Face model folder (e.g. /models/Qwen2.5-VL-3B-Instruct or runs/.../final).
     Empty: build the track's tiny model from scratch. Nothing is ever downloaded."""
+    dtype: str = choice("float32", *DTYPES)
+    """Compute precision. float32: everything in fp32. bfloat16: every forward pass (sampling, training,
+    reference, evals) runs under torch.autocast(bfloat16); trainable weights, gradients and AdamW state
+    stay float32 (master weights), frozen base weights under LoRA are stored in bfloat16. Meant for CUDA;
+    it also runs on CPU (slowly). Sampling and training log-probs then agree to bf16 precision, not 1e-5."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass instead of keeping them (transformers' activation /
+    gradient checkpointing, use_reentrant=False): less memory, about one more forward per update.
+    Sampling (eval mode, KV cache on) is unaffected; training forwards never use the cache."""
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    """Low-rank adapters (peft) instead of full fine-tuning; off while lora.r = 0."""
 
 
 @dataclass
@@ -164,6 +200,20 @@ class EvalConfig:
 
 
 @dataclass
+class SystemConfig:
+    device: str = choice("auto", *DEVICES)
+    """Where the model runs: auto (cuda when available, else cpu), cpu or cuda. Under a multi-process launch
+    each process takes cuda:LOCAL_RANK."""
+    distributed: str = choice("auto", *DISTRIBUTED)
+    """Data parallelism over the processes of a launcher (`accelerate launch`, `torchrun`): auto (ddp when
+    WORLD_SIZE > 1, fsdp when accelerate's launcher says --use_fsdp, else none), none, ddp (each process
+    holds the whole model; gradients are averaged once per optimizer step) or fsdp (parameters, gradients
+    and optimizer state sharded across processes with torch FSDP2, one unit per transformer block).
+    Each process takes an equal share of every step's prompts (rl.prompts_per_step and sft.batch_size must
+    be divisible by the number of processes); only process 0 writes the run folder."""
+
+
+@dataclass
 class LMRunConfig:
     """The root every LM track's config extends (one level): the sections the LM loop reads.
 
@@ -178,6 +228,30 @@ class LMRunConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     rl: RLConfig = field(default_factory=RLConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    system: SystemConfig = field(default_factory=SystemConfig)
+    """Device and data parallelism (the scale path; the precision is model.dtype)."""
 
     def __post_init__(self) -> None:
         require(self.sft.steps + self.train.steps >= 1, "train.steps", "sft.steps + train.steps must be >= 1")
+        self.check_launch()
+
+    def check_launch(self, world_size: int | None = None) -> None:
+        """Checks that depend on the launch: shares per process (WORLD_SIZE from the launcher's
+        environment unless given) and what FSDP does not support."""
+        from shared.lm.runtime import launch_world_size, resolve_distributed
+
+        world = launch_world_size() if world_size is None else world_size
+        mode = resolve_distributed(self.system.distributed, world)
+        if mode != "none":
+            uses_sft = self.sft.steps > 0 or self.rl.algorithm == "sft"
+            uses_rl = self.train.steps > 0 and self.rl.algorithm == "grpo"
+            shares = [("rl.prompts_per_step", self.rl.prompts_per_step)] if uses_rl else []
+            shares += [("sft.batch_size", self.sft.batch_size)] if uses_sft else []
+            for key, value in shares:
+                require(value % world == 0, key, f"{value} is not divisible by the {world} processes of this launch "
+                        "(WORLD_SIZE): each process takes an equal share")
+        if mode == "fsdp":
+            require(self.rl.kl_coef == 0, "rl.kl_coef", "the KL reference model is not supported with "
+                    "system.distributed=fsdp (it would need its own sharding); use 0, or ddp")
+            require(self.model.lora.r == 0, "model.lora.r", "LoRA is not supported with system.distributed=fsdp "
+                    "(use ddp: the frozen base is small enough to replicate)")

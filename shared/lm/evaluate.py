@@ -35,20 +35,26 @@ def evaluate(
 ) -> EvalResult:
     """Sample n = max(ks) completions per item (greedy when n == 1 and `greedy`) and score them.
 
-    Sampling runs under a forked RNG seeded with `seed`, so evaluating never moves the training
-    RNG streams (a resumed run stays identical to an uninterrupted one) and evals are comparable.
+    Sampling runs under a forked RNG seeded with `seed` (the CPU's and the model's CUDA device's), so
+    evaluating never moves the training RNG streams (a resumed run stays identical to an uninterrupted
+    one) and evals are comparable. Under data parallelism each process evaluates an equal share of the
+    items (the last item repeated to even them out) and every process gets all traces, in item order.
     """
+    rt = setup.runtime
     n = max(ks)
     use_greedy = greedy and n == 1
+    local = _eval_share(items, rt.rank, rt.world_size) if rt.is_distributed else items
     traces: list[dict[str, Any]] = []
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=rt.rng_devices):
         torch.manual_seed(seed)
-        for start in range(0, len(items), batch_prompts):
-            chunk = items[start : start + batch_prompts]
-            rollout = sample_completions(
-                setup.model, setup.tokenizer, setup.encode_prompts(chunk), n, max_new_tokens, temperature,
-                setup.banned_ids, setup.eos_id, setup.pad_id, greedy=use_greedy, slicer=setup.slice_extras,
-            )
+        for start in range(0, len(local), batch_prompts):
+            chunk = local[start : start + batch_prompts]
+            with rt.autocast():
+                rollout = sample_completions(
+                    setup.model, setup.tokenizer, setup.prompts(chunk), n, max_new_tokens, temperature,
+                    setup.banned_ids, setup.eos_id, setup.pad_id, greedy=use_greedy, slicer=setup.slice_extras,
+                    **rt.sampling_kwargs,
+                )
             group_items = [it for it in chunk for _ in range(n)]
             scored = score_batch(setup.reward_names, setup.reward_weights, rollout.texts, group_items)
             lengths = rollout.lengths.tolist()
@@ -64,7 +70,23 @@ def evaluate(
                 })
             if progress is not None:
                 progress(len(chunk))
+    if rt.is_distributed:
+        traces = _merge_shares(rt.gather(traces), len(items))
     return EvalResult(summarise(traces, ks), traces)
+
+
+def _eval_share(items: list[dict], rank: int, world: int) -> list[dict]:
+    """Items rank, rank + world, ...; padded with the last item to ceil(len / world) (equal lengths keep
+    processes in lockstep)."""
+    size = -(-len(items) // world)
+    share = items[rank::world]
+    return share + [items[-1]] * (size - len(share)) if items else []
+
+
+def _merge_shares(shares: list[list[dict]], n: int) -> list[dict]:
+    """Traces of `_eval_share` shares back in item order, padding dropped."""
+    world = len(shares)
+    return [shares[i % world][i // world] for i in range(n)]
 
 
 def summarise(traces: list[dict[str, Any]], ks: Sequence[int]) -> dict[str, float]:

@@ -126,12 +126,15 @@ def sample_completions(
     pad_token_id: int | None = None,
     greedy: bool = False,
     slicer: RowSlicer | None = None,
+    synced_gpus: bool = False,
 ) -> Rollout:
     """Sample `group_size` completions for each prompt of a left-padded batch.
 
     prompt_inputs: the processor/tokenizer output (input_ids [B, P], attention_mask [B, P], and
-    any model extras). With ``greedy`` the argmax is taken (log-probs still recorded at temperature).
-    `slicer` selects rows of the inputs (default `slice_rows`; image-text models pass their own).
+    any model extras), on the model's device. With ``greedy`` the argmax is taken (log-probs still
+    recorded at temperature). `slicer` selects rows of the inputs (default `slice_rows`; image-text
+    models pass their own). ``synced_gpus``: keep decoding until every process is done (FSDP, whose
+    forward passes are collectives).
     """
     from transformers import LogitsProcessorList
 
@@ -139,7 +142,7 @@ def sample_completions(
     model.eval()
     inputs = expand_inputs(prompt_inputs, group_size, slicer)
     prompt_len = inputs["input_ids"].shape[1]
-    banned = torch.tensor(sorted(set(banned_ids)), dtype=torch.long)
+    banned = torch.tensor(sorted(set(banned_ids)), dtype=torch.long, device=inputs["input_ids"].device)
     recorder = _RecordingProcessor(banned, temperature, prompt_len)
     eos = eos_token_id if eos_token_id is not None else tokenizer.eos_token_id
     pad = pad_token_id if pad_token_id is not None else tokenizer.pad_token_id
@@ -154,6 +157,7 @@ def sample_completions(
         eos_token_id=eos,
         pad_token_id=pad,
         return_dict_in_generate=True,
+        **({"synced_gpus": True} if synced_gpus else {}),
     )
     sequences = out.sequences
     logp = recorder.finish(sequences)

@@ -8,6 +8,8 @@ from typing import Any, Protocol
 
 import torch
 
+from shared.lm.runtime import Runtime
+
 Item = dict
 
 
@@ -55,6 +57,8 @@ class LMSetup:
     """Extra loss terms of the RL update (see `LossTerm`)."""
     save_extra: Callable[[Any], None] | None = None
     """Called with the final model folder to save processors etc. beside the weights."""
+    runtime: Runtime = field(default_factory=Runtime)
+    """Device, precision and data parallelism (`shared.lm.runtime`); default one CPU process in float32."""
 
     @property
     def eos_id(self) -> int:
@@ -65,7 +69,11 @@ class LMSetup:
         return self.tokenizer.pad_token_id
 
     def banned_tensor(self) -> torch.Tensor:
-        return torch.tensor(sorted(set(self.banned_ids)), dtype=torch.long)
+        return torch.tensor(sorted(set(self.banned_ids)), dtype=torch.long, device=self.runtime.device)
+
+    def prompts(self, items: list[Item]) -> dict[str, Any]:
+        """`encode_prompts(items)` with every tensor on the runtime's device."""
+        return self.runtime.to_device(self.encode_prompts(items))
 
     def encode_targets(self, items: list[Item]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-padded target ids [B, T] (with EOS) and mask [B, T]."""
@@ -77,4 +85,4 @@ class LMSetup:
         for i, row in enumerate(rows):
             ids[i, : len(row)] = torch.tensor(row)
             mask[i, : len(row)] = 1
-        return ids, mask
+        return self.runtime.to_device(ids), self.runtime.to_device(mask)

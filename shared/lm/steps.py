@@ -2,6 +2,14 @@
 
 Both return a dict of metrics and never call ``optimizer.step()`` on a non-finite loss: they
 report ``nonfinite=1`` and leave the weights untouched (the trainer counts and stops).
+
+Every tensor they build goes to ``setup.runtime.device`` and every forward pass runs under
+``setup.runtime.autocast()``. Under data parallelism (`shared.lm.runtime`) each process passes its
+own share of the step's items; losses are normalised by counts summed over processes and scaled by
+the number of processes (whose gradients are then averaged), so the update equals one process's on
+the global batch. Processes also agree on everything that decides how many passes run: a non-finite
+loss skips the step on every process, a step is skipped only when no process kept a row, and a
+process that kept none (or has fewer micro-batches) joins with zero-weight passes.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import torch
 from shared.lm.config import RLConfig, TrainConfig
 from shared.lm.logprobs import completion_logprobs
 from shared.lm.rewards import score_batch
+from shared.lm.runtime import Runtime
 from shared.lm.sampling import Rollout, sample_completions, slice_rows
 from shared.lm.setup import LMSetup
 from shared.rl import (
@@ -39,9 +48,17 @@ def _micro_slices(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(n, start + size))
 
 
-def _apply_update(model: Any, optimizer: Any, scheduler: Any, grad_clip: float) -> float:
+def _apply_update(model: Any, optimizer: Any, scheduler: Any, grad_clip: float, runtime: Runtime | None = None,
+                  bad: bool = False) -> float:
+    """Average gradients over processes, clip, step. `bad`: this process saw a non-finite loss (under
+    data parallelism it is only raised here, once every process knows, so all skip the step)."""
+    rt = runtime or Runtime()
     params = [p for p in model.parameters() if p.requires_grad]
-    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
+    if rt.is_distributed and rt.any(bad):
+        optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteLoss("a process had a non-finite loss")
+    rt.average_gradients(params)
+    norm = rt.clip_gradients(params, grad_clip if grad_clip > 0 else float("inf"))
     if not torch.isfinite(norm):
         optimizer.zero_grad(set_to_none=True)
         raise NonFiniteLoss(f"gradient norm is {float(norm)}")
@@ -53,26 +70,31 @@ def _apply_update(model: Any, optimizer: Any, scheduler: Any, grad_clip: float) 
 
 def sft_step(setup: LMSetup, items: list[dict], optimizer: Any, scheduler: Any, train: TrainConfig) -> dict:
     """Cross-entropy on the target completion tokens (mean over all target tokens)."""
-    model = setup.model
+    model, rt = setup.model, setup.runtime
     model.train()
-    prompts = setup.encode_prompts(items)
+    prompts = setup.prompts(items)
     target_ids, target_mask = setup.encode_targets(items)
     extras = {k: v for k, v in prompts.items() if k not in ("input_ids", "attention_mask")}
     total_tokens = int(target_mask.sum())
+    if rt.is_distributed:  # the global token count; x world_size cancels the averaging of gradients
+        total_tokens = rt.sum([total_tokens])[0] / rt.world_size
     slicer = setup.slice_extras or slice_rows
-    loss_sum = 0.0
+    loss_sum, bad = 0.0, False
     try:
         for rows in _micro_slices(len(items), train.micro_batch_size):
-            logp, _ = completion_logprobs(
-                model, prompts["input_ids"][rows], prompts["attention_mask"][rows], target_ids[rows],
-                target_mask[rows], setup.banned_tensor(), 1.0, slicer(extras, rows, len(items)),
-            )
+            with rt.autocast():
+                logp, _ = completion_logprobs(
+                    model, prompts["input_ids"][rows], prompts["attention_mask"][rows], target_ids[rows],
+                    target_mask[rows], setup.banned_tensor(), 1.0, slicer(extras, rows, len(items)),
+                )
             loss = -(logp * target_mask[rows]).sum() / total_tokens
             if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"SFT loss is {float(loss.detach())}")
+                if not rt.is_distributed:
+                    raise NonFiniteLoss(f"SFT loss is {float(loss.detach())}")
+                bad = True  # every process must reach the update (and skip it together)
             loss.backward()
             loss_sum += float(loss.detach())
-        grad_norm = _apply_update(model, optimizer, scheduler, train.grad_clip)
+        grad_norm = _apply_update(model, optimizer, scheduler, train.grad_clip, rt, bad)
     except NonFiniteLoss:
         optimizer.zero_grad(set_to_none=True)
         return {"nonfinite": 1}
@@ -86,7 +108,7 @@ def _rewards_and_advantages(setup: LMSetup, rl: RLConfig, rollout: Rollout, item
     rewards = torch.tensor(scored.overall, dtype=torch.float32)
     if rl.overlong_buffer > 0:
         rewards = rewards + overlong_penalty(
-            rollout.lengths.float(), rl.max_new_tokens, rl.overlong_buffer, rl.overlong_factor
+            rollout.lengths.float().cpu(), rl.max_new_tokens, rl.overlong_buffer, rl.overlong_factor
         )
     advantages = ADVANTAGE_ESTIMATORS.get(rl.advantage)(rewards, rollout.group_size)
     keep = (dynamic_sampling_keep(rewards, rollout.group_size) if rl.dynamic_sampling
@@ -94,13 +116,28 @@ def _rewards_and_advantages(setup: LMSetup, rl: RLConfig, rollout: Rollout, item
     return scored, rewards, advantages, keep
 
 
+def _weight_count(mode: str, mask: torch.Tensor) -> float:
+    """What an aggregation mode divides by: valid tokens (token_mean), sequences with a valid token
+    (seq_mean_token_mean) or rows (the seq_mean_token_sum modes)."""
+    if mode == "token_mean":
+        return float(mask.sum())
+    if mode == "seq_mean_token_mean":  # sequences with no valid token do not count
+        return float((mask.sum(-1) > 0).sum())
+    return float(mask.shape[0])
+
+
 def _micro_weight(mode: str, mask_micro: torch.Tensor, mask_all: torch.Tensor) -> float:
     """Share of a micro-batch in its mini-batch, so accumulated gradients equal the full-batch one."""
-    if mode == "token_mean":
-        return float(mask_micro.sum()) / max(1.0, float(mask_all.sum()))
-    if mode == "seq_mean_token_mean":  # sequences with no valid token do not count
-        return float((mask_micro.sum(-1) > 0).sum()) / max(1.0, float((mask_all.sum(-1) > 0).sum()))
-    return mask_micro.shape[0] / max(1, mask_all.shape[0])
+    return _weight_count(mode, mask_micro) / max(1.0, _weight_count(mode, mask_all))
+
+
+def _mini_batches(n: int, rl: RLConfig, rt: Runtime) -> list[slice]:
+    """The local mini-batches; under data parallelism always rl.mini_batches of them (some may be empty),
+    so every process runs as many optimizer steps. Mini-batch m is then slice m of every process's rows."""
+    out = list(_micro_slices(n, math.ceil(n / rl.mini_batches)))
+    if rt.is_distributed:
+        out += [slice(n, n)] * (rl.mini_batches - len(out))
+    return out
 
 
 def _token_loss(setup: LMSetup, rl: RLConfig, batch: dict, rows: slice, stats: dict) -> tuple:
@@ -137,7 +174,7 @@ def _token_loss(setup: LMSetup, rl: RLConfig, batch: dict, rows: slice, stats: d
 
 def _ref_logprobs(setup: LMSetup, ref_model: Any, rl: RLConfig, batch: dict, micro: int) -> torch.Tensor:
     out = []
-    with torch.no_grad():
+    with torch.no_grad(), setup.runtime.autocast():
         for rows in _micro_slices(len(batch["mask"]), micro):
             lp, _ = completion_logprobs(ref_model, batch["prompt_ids"][rows], batch["prompt_mask"][rows],
                                         batch["completion_ids"][rows], batch["mask"][rows],
@@ -148,29 +185,60 @@ def _ref_logprobs(setup: LMSetup, ref_model: Any, rl: RLConfig, batch: dict, mic
 
 def _optimise(setup: LMSetup, rl: RLConfig, train: TrainConfig, batch: dict, optimizer: Any,
               scheduler: Any, timings: dict) -> dict:
+    rt = setup.runtime
     stats: dict[str, list[float]] = defaultdict(list)
     n = len(batch["mask"])
-    max_len = rl.max_new_tokens
     for _ in range(rl.epochs):
-        for mb in _micro_slices(n, math.ceil(n / rl.mini_batches)):
-            mb_mask = batch["mask"][mb]
-            for rows in _micro_slices(mb.stop - mb.start, train.micro_batch_size):
-                rows = slice(mb.start + rows.start, mb.start + rows.stop)
-                t0 = time.perf_counter()
-                token_loss, train_mask = _token_loss(setup, rl, batch, rows, stats)
-                timings["forward_s"] += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                loss = aggregate(token_loss, train_mask, rl.aggregation, max_len=max_len)
-                loss = loss * _micro_weight(rl.aggregation, batch["mask"][rows], mb_mask)
-                if not torch.isfinite(loss):
-                    raise NonFiniteLoss(f"policy loss is {float(loss.detach())}")
-                loss.backward()
-                stats["loss"].append(float(loss.detach()))
-                timings["loss_backward_s"] += time.perf_counter() - t0
+        for mb in _mini_batches(n, rl, rt):
+            micro = [slice(mb.start + r.start, mb.start + r.stop)
+                     for r in _micro_slices(mb.stop - mb.start, train.micro_batch_size)]
+            weights = _micro_weights(rl, rt, batch, mb, micro)
+            # lockstep (FSDP's forwards are collectives): every process runs as many passes; extra ones
+            # go over the first local row with weight 0
+            passes = rt.max(len(micro)) if rt.is_distributed else len(micro)
+            bad = False
+            for i in range(passes):
+                real = i < len(micro) and not batch.get("dummy", False)
+                rows = micro[i] if i < len(micro) else slice(0, 1)
+                bad |= _backward(setup, rl, batch, rows, weights[i] if real else 0.0,
+                                 stats if real else defaultdict(list), timings)
             t0 = time.perf_counter()
-            stats["grad_norm"].append(_apply_update(setup.model, optimizer, scheduler, train.grad_clip))
+            stats["grad_norm"].append(_apply_update(setup.model, optimizer, scheduler, train.grad_clip, rt, bad))
             timings["optimizer_s"] += time.perf_counter() - t0
     return {k: sum(v) / len(v) for k, v in stats.items() if v}
+
+
+def _micro_weights(rl: RLConfig, rt: Runtime, batch: dict, mb: slice, micro: list[slice]) -> list[float]:
+    """Each micro-batch's share of its mini-batch; under data parallelism of the GLOBAL mini-batch
+    (counts summed over processes), times world_size since the processes' gradients are averaged."""
+    mode, mask = rl.aggregation, batch["mask"]
+    if not rt.is_distributed:
+        return [_micro_weight(mode, mask[rows], mask[mb]) for rows in micro]
+    local = 0.0 if batch.get("dummy", False) else _weight_count(mode, mask[mb])
+    total = rt.sum([local])[0]
+    return [_weight_count(mode, mask[rows]) / max(1.0, total) * rt.world_size for rows in micro]
+
+
+def _backward(setup: LMSetup, rl: RLConfig, batch: dict, rows: slice, weight: float, stats: dict,
+              timings: dict) -> bool:
+    """Forward and backward of one micro-batch, its loss scaled by `weight`; True when it was not finite
+    (raised at once by a lone process; under data parallelism left to `_apply_update`)."""
+    rt = setup.runtime
+    t0 = time.perf_counter()
+    with rt.autocast():
+        token_loss, train_mask = _token_loss(setup, rl, batch, rows, stats)
+    timings["forward_s"] += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    loss = aggregate(token_loss, train_mask, rl.aggregation, max_len=rl.max_new_tokens)
+    loss = loss * weight
+    bad = not bool(torch.isfinite(loss))
+    if bad and not rt.is_distributed:
+        raise NonFiniteLoss(f"policy loss is {float(loss.detach())}")
+    loss.backward()
+    # per process 1/world_size of its weighted share, so the mean over processes is what one process logs
+    stats["loss"].append(float(loss.detach()) / rt.world_size if rt.is_distributed else float(loss.detach()))
+    timings["loss_backward_s"] += time.perf_counter() - t0
+    return bad
 
 
 def grpo_step(setup: LMSetup, items: list[dict], optimizer: Any, scheduler: Any, rl: RLConfig,
@@ -178,27 +246,32 @@ def grpo_step(setup: LMSetup, items: list[dict], optimizer: Any, scheduler: Any,
     """Sample G completions per prompt, score, compute advantages, and update the policy."""
     timings = {"sample_s": 0.0, "reward_s": 0.0, "ref_s": 0.0, "forward_s": 0.0, "loss_backward_s": 0.0,
                "optimizer_s": 0.0}
+    rt = setup.runtime
     t0 = time.perf_counter()
-    rollout = sample_completions(setup.model, setup.tokenizer, setup.encode_prompts(items), rl.group_size,
-                                 rl.max_new_tokens, rl.temperature, setup.banned_ids, setup.eos_id, setup.pad_id,
-                                 slicer=setup.slice_extras)
+    with rt.autocast():
+        rollout = sample_completions(setup.model, setup.tokenizer, setup.prompts(items), rl.group_size,
+                                     rl.max_new_tokens, rl.temperature, setup.banned_ids, setup.eos_id, setup.pad_id,
+                                     slicer=setup.slice_extras, **rt.sampling_kwargs)
     timings["sample_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     scored, rewards, advantages, keep = _rewards_and_advantages(setup, rl, rollout, items)
     timings["reward_s"] = time.perf_counter() - t0
     metrics = _rollout_metrics(rollout, scored, rewards, keep)
-    if not keep.any():
+    if not (rt.any(bool(keep.any())) if rt.is_distributed else keep.any()):
         return {**metrics, "skipped_no_signal": 1, "nonfinite": 0, **{f"time/{k}": v for k, v in timings.items()}}, \
             rollout, scored
-    idx = keep.nonzero().squeeze(-1)
+    # a process that kept no row joins the update (collectives) with its first row, masked out
+    dummy = not keep.any()
+    idx = torch.zeros(1, dtype=torch.long) if dummy else keep.nonzero().squeeze(-1)
     slicer = setup.slice_extras or slice_rows
     extras = rollout.model_inputs
     kept_extras = extras if keep.all() else slicer(extras, idx, len(keep))  # type: ignore[arg-type]
+    mask = rollout.completion_mask[idx]
     batch = {
         "prompt_ids": rollout.prompt_ids[idx], "prompt_mask": rollout.prompt_mask[idx],
-        "completion_ids": rollout.completion_ids[idx], "mask": rollout.completion_mask[idx],
-        "old_logp": rollout.logp[idx], "advantages": advantages[idx],
-        "extras_fn": lambda rows: slicer(kept_extras, rows, len(idx)),
+        "completion_ids": rollout.completion_ids[idx], "mask": torch.zeros_like(mask) if dummy else mask,
+        "old_logp": rollout.logp[idx], "advantages": rt.to_device(advantages[idx]),
+        "extras_fn": lambda rows: slicer(kept_extras, rows, len(idx)), "dummy": dummy,
     }
     for term in setup.loss_terms:  # e.g. PAPO encodes the masked-image inputs of the kept rows
         t0 = time.perf_counter()

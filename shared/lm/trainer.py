@@ -4,6 +4,12 @@ One run = sft.steps + train.steps optimizer steps; steps 1..sft.steps are superv
 each step the metrics go to the run; at ``save_every`` a checkpoint holds the weights, optimizer,
 scheduler, RNG states and data position, so a resumed run is the same run: metrics past the
 checkpoint are dropped and replayed, and the final weights equal an uninterrupted run's.
+
+Under data parallelism (``setup.runtime``, see `shared.lm.runtime`) every process draws the same global
+batch from the stream and trains on its share; step metrics are averaged over processes; evals and the
+warm-up checks are sharded and gathered, and the warm-up's end is decided by rank 0. Only rank 0 writes
+(metrics, media, checkpoints with every process's RNG state, final/); every process resumes from the
+checkpoint rank 0 picks.
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ import torch
 
 from shared.lm.config import EvalConfig, RLConfig, SFTConfig, TrainConfig
 from shared.lm.evaluate import evaluate
+from shared.lm.runtime import save_model
 from shared.lm.setup import LMSetup
 from shared.lm.steps import grpo_step, sft_step
 from shared.tracking import MediaRecord, append_media
 from shared.tracking.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from shared.tracking.media import truncate_manifest
-from shared.tracking.rng import capture_rng, restore_rng
+from shared.tracking.rng import capture_rng, restore_rng, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +75,12 @@ class LMTrainer:
     def __init__(self, setup: LMSetup, run: Any, train: TrainConfig, sft: SFTConfig, rl: RLConfig,
                  evalcfg: EvalConfig):
         self.setup, self.run = setup, run
+        self.rt = setup.runtime
         self.train, self.sft, self.rl, self.evalcfg = train, sft, rl, evalcfg
         if sft.steps + train.steps < 1:
             raise ValueError("nothing to train: sft.steps + train.steps is 0")
+        if self.rt.is_distributed and self.rt.rank > 0:  # same weights and data, its own sampling streams
+            seed_everything(train.seed + 1_000_003 * self.rt.rank)
         self.state = TrainerState(phase="sft" if sft.steps > 0 else "rl", sft_end=None if sft.steps > 0 else 0)
         self.ref_model = None
         self.optimizer, self.scheduler = self._build_optimizer(self.state.phase)
@@ -105,26 +115,34 @@ class LMTrainer:
             self.ref_model = copy.deepcopy(self.setup.model).eval().requires_grad_(False)
 
     # ------------------------------------------------------------------------ checkpoints
-    def save(self) -> Path:
-        tensors = {"model": self.setup.model.state_dict()}
+    def save(self) -> Path | None:
+        """Write a checkpoint (rank 0; every process must call it: state and RNG states are gathered)."""
+        rt = self.rt
+        tensors = {"model": rt.model_state(self.setup.model)}
         if self.ref_model is not None:
             tensors["ref_model"] = self.ref_model.state_dict()
         state = self.state
         objects = {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": rt.optimizer_state(self.setup.model, self.optimizer),
             "scheduler": self.scheduler.state_dict(),
             "rng": capture_rng(),
             "trainer": {k: getattr(state, k) for k in TrainerState.__dataclass_fields__},
         }
+        if rt.is_distributed:
+            objects["rng_ranks"] = rt.gather(objects["rng"])
+        if not rt.is_main:
+            return None
         return save_checkpoint(self.run.checkpoint_dir, state.step, tensors, objects,
                                keep_last=self.train.keep_checkpoints)
 
     def restore(self) -> bool:
         """Load the newest valid checkpoint; False when there is none (start from scratch)."""
-        found = latest_checkpoint(self.run.checkpoint_dir)
+        rt = self.rt
+        found = rt.broadcast(latest_checkpoint(self.run.checkpoint_dir) if rt.is_main else None)
         if found is None:
-            self.run.truncate_metrics(0)
-            truncate_manifest(self.run.path, 0)
+            if rt.is_main:
+                self.run.truncate_metrics(0)
+                truncate_manifest(self.run.path, 0)
             return False
         step, path = found
         tensors, objects = load_checkpoint(path)
@@ -134,14 +152,25 @@ class LMTrainer:
             if "ref_model" in tensors:
                 self.ref_model = copy.deepcopy(self.setup.model).eval().requires_grad_(False)
                 self.ref_model.load_state_dict(tensors["ref_model"])
-        self.setup.model.load_state_dict(tensors["model"])
-        self.optimizer.load_state_dict(objects["optimizer"])
+        rt.load_model_state(self.setup.model, tensors["model"])
+        rt.load_optimizer_state(self.setup.model, self.optimizer, objects["optimizer"])
         self.scheduler.load_state_dict(objects["scheduler"])
-        restore_rng(objects["rng"])
-        dropped = self.run.truncate_metrics(step)
-        truncate_manifest(self.run.path, step)
-        log.info("resumed from %s (step %d); dropped %d metric records past it", path, step, dropped)
+        restore_rng(self._rng_of_this_process(objects))
+        if rt.is_main:
+            dropped = self.run.truncate_metrics(step)
+            truncate_manifest(self.run.path, step)
+            log.info("resumed from %s (step %d); dropped %d metric records past it", path, step, dropped)
         return True
+
+    def _rng_of_this_process(self, objects: dict[str, Any]) -> dict[str, Any]:
+        ranks = objects.get("rng_ranks")
+        if not self.rt.is_distributed:
+            return objects["rng"]
+        if ranks is not None and len(ranks) == self.rt.world_size:
+            return ranks[self.rt.rank]
+        log.warning("the checkpoint's RNG states are from %s processes, this launch has %d: sampling will "
+                    "differ from the interrupted run", len(ranks) if ranks else 1, self.rt.world_size)
+        return objects["rng"]
 
     # ------------------------------------------------------------------------------- loop
     def fit(self, resuming: bool = False) -> Path:
@@ -152,7 +181,7 @@ class LMTrainer:
             self.restore()
         stream = self.setup.train_stream(self.train.seed, self.state.data_position)
         bar = tqdm(total=self.total_steps, initial=self.state.step, desc=f"train {self.run.path.name}",
-                   unit="step", dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
+                   unit="step", dynamic_ncols=True, file=sys.stderr, mininterval=1.0, disable=not self.rt.is_main)
         while self.state.step < self.total_steps:
             step = self.state.step + 1
             if self._phase_of(step) == "rl" and self.state.phase != "rl":
@@ -164,7 +193,8 @@ class LMTrainer:
             if self.state.phase == "sft":
                 metrics.update(self._check_warmup(step))
                 bar.total = self.total_steps
-            self.run.log(step, metrics)
+            if self.rt.is_main:
+                self.run.log(step, metrics)
             bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("reward", "sft/loss") if k in metrics}, refresh=False)
             bar.update(1)
             if self._eval_due(step):
@@ -176,15 +206,17 @@ class LMTrainer:
         return self.save_final()
 
     def _one_step(self, step: int, stream: Any) -> dict:
+        """One step on this process's share of the global batch; metrics averaged over processes."""
         if self.state.phase == "sft" or self.rl.algorithm == "sft":
             items = [next(stream) for _ in range(self.sft.batch_size)]
             self.state.data_position += len(items)
-            return sft_step(self.setup, items, self.optimizer, self.scheduler, self.train)
+            metrics = sft_step(self.setup, self.rt.share(items), self.optimizer, self.scheduler, self.train)
+            return self.rt.mean_metrics(metrics)
         items = [next(stream) for _ in range(self.rl.prompts_per_step)]
         self.state.data_position += len(items)
-        metrics, _, _ = grpo_step(self.setup, items, self.optimizer, self.scheduler, self.rl, self.train,
-                                  self.ref_model)
-        return metrics
+        metrics, _, _ = grpo_step(self.setup, self.rt.share(items), self.optimizer, self.scheduler, self.rl,
+                                  self.train, self.ref_model)
+        return self.rt.mean_metrics(metrics)
 
     def _account(self, metrics: dict) -> None:
         st = self.state
@@ -197,7 +229,8 @@ class LMTrainer:
             st.nonfinite_streak = 0
         metrics["nonfinite_total"] = st.nonfinite_total
         if st.nonfinite_streak >= self.train.max_nonfinite_steps:
-            self.run.log(st.step, metrics)
+            if self.rt.is_main:
+                self.run.log(st.step, metrics)
             raise TrainingStopped(
                 f"{st.nonfinite_streak} consecutive steps had a non-finite loss (last at step {st.step}); "
                 f"stopping (train.max_nonfinite_steps={self.train.max_nonfinite_steps}). The last good "
@@ -219,6 +252,7 @@ class LMTrainer:
             out["sft/val_accuracy"] = result.metrics["accuracy"]
             if out["sft/val_accuracy"] >= sft.target_accuracy:
                 self.state.sft_end = step
+            self.state.sft_end = self.rt.broadcast(self.state.sft_end)  # rank 0 decides for all
         if step >= sft.steps:
             self.state.sft_end = step
         if self.state.sft_end is not None:
@@ -232,17 +266,21 @@ class LMTrainer:
                           self.evalcfg.temperature, self.evalcfg.greedy, self.evalcfg.seed)
         prefix = f"eval/{self.evalcfg.split}/"
         metrics = {prefix + k: v for k, v in result.metrics.items()}
-        self.run.log(step, metrics)
-        write_traces(self.run.path, self.setup, result.traces[: self.evalcfg.media_items], step,
-                     f"eval/{self.evalcfg.split}")
+        if self.rt.is_main:
+            self.run.log(step, metrics)
+            write_traces(self.run.path, self.setup, result.traces[: self.evalcfg.media_items], step,
+                         f"eval/{self.evalcfg.split}")
         return metrics
 
     def save_final(self) -> Path:
+        """final/: a plain save_pretrained folder (LoRA adapters merged, FSDP shards gathered; rank 0 writes)."""
         out = self.run.path / "final"
-        self.setup.model.save_pretrained(out)
-        self.setup.tokenizer.save_pretrained(out)
-        if self.setup.save_extra is not None:
-            self.setup.save_extra(out)
+        save_model(self.setup.model, out, self.rt)
+        if self.rt.is_main:
+            self.setup.tokenizer.save_pretrained(out)
+            if self.setup.save_extra is not None:
+                self.setup.save_extra(out)
+        self.rt.barrier()
         return out
 
 

@@ -128,8 +128,12 @@ def _drop_torn_tail(path: Path) -> None:
 class Run:
     """One run folder (see `shared.tracking` for the layout). Use `Run.create` or `Run.open`."""
 
-    def __init__(self, path: str | Path, tensorboard: bool = True, wandb: bool = False) -> None:
+    def __init__(self, path: str | Path, tensorboard: bool = True, wandb: bool = False,
+                 read_only: bool = False) -> None:
         self.path = Path(path)
+        self.read_only = read_only
+        """A view that writes nothing: `log`, `mark` and `truncate_metrics` do nothing (the other
+        processes of a multi-process run, where rank 0 writes)."""
         self.tensorboard = tensorboard
         self._purge_step: int | None = None
         self._metrics_fh: Any = None
@@ -199,19 +203,23 @@ class Run:
 
     @classmethod
     def open(
-        cls, path: str | Path, resume: bool = True, wandb: bool = False, tensorboard: bool = True
+        cls, path: str | Path, resume: bool = True, wandb: bool = False, tensorboard: bool = True,
+        read_only: bool = False,
     ) -> Run:
         """Open an existing run folder, to resume it (the default) or to append to it.
 
         resume=True sets run.json's status back to "running" and records the time in its
         ``resumed`` list. After opening for a resume, call `truncate_metrics(checkpoint_step)`
         before the first `log`, so metrics and TensorBoard forget the steps after the checkpoint.
+        read_only=True gives a view that writes nothing (see `Run.read_only`).
         """
         path = Path(path)
         if not path.is_dir():
             raise RunDirError(f"{path}: no such run folder")
         if not (path / CONFIG_FILE).is_file():
             raise RunDirError(f"{path} is not a run folder: it has no {CONFIG_FILE}")
+        if read_only:
+            return cls(path, tensorboard=False, read_only=True)
         run = cls(path, tensorboard=tensorboard)
         if resume:
             info = run.info
@@ -269,6 +277,8 @@ class Run:
         """Set run.json's status ("running", "finished", "failed", "stopped"), atomically."""
         if status not in STATUSES:
             raise ValueError(f"run status {status!r} is not one of {STATUSES}")
+        if self.read_only:
+            return
         info = self.info
         info["status"] = status
         if status != "running":
@@ -287,6 +297,8 @@ class Run:
         """
         if isinstance(step, bool) or not isinstance(step, int):
             raise TypeError(f"step must be an int, got {type(step).__name__}")
+        if self.read_only:
+            return
         clean: dict[str, Any] = {}
         for key, value in metrics.items():
             if key in RESERVED_KEYS:
@@ -312,6 +324,8 @@ class Run:
         opened afterwards uses ``purge_step=last_step + 1``, so TensorBoard also hides the events
         that the crashed process wrote past the checkpoint.
         """
+        if self.read_only:
+            return 0
         self._close_metrics()
         self._close_tb()
         self._purge_step = last_step + 1
