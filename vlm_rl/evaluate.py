@@ -1,10 +1,10 @@
 """Evaluation of a vlm run: per-task accuracy (mean@k), pass@k, format errors and the vision probe.
 
 The vision-dependence probe asks the same questions twice, with the real image and with a blank
-one of the same size (so the prompt tokens, visual placeholders included, are identical and only
-the pixels differ), sampling under the same seed. A model that reads the image loses accuracy on
-the blank one; the gap (``vision/dependence``) is near 0 for a model that answers from the text,
-as it should be on the control task.
+one of the same size at the processor's mean colour (so the prompt tokens, visual placeholders
+included, are identical and only the pixels differ), sampling under the same seed. A model that
+reads the image loses accuracy on the blank one; the gap (``vision/dependence``) is near 0 for a
+model that answers from the text, as it should be on the control task.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ from typing import Any
 
 from shared.lm.evaluate import evaluate, summarise
 from shared.tracks import EvalRequest
+from vlm_rl.data.drawing import PROCESSOR_MEAN_RGB
 
-BLANK_COLOUR = (255, 255, 255)
-"""Colour of the probe's blank images (white, the background of most task images)."""
+BLANK_COLOUR = PROCESSOR_MEAN_RGB
+"""Colour of the probe's blank images: the processor's mean colour, which normalises to zero (no
+visual information at all; also the counting scenes' background)."""
 
 
 def blank_items(items: list[dict], folder: Path) -> list[dict]:
@@ -97,6 +99,8 @@ def _run_config(run_dir: Path) -> Any:
     if not final.exists():
         raise FileNotFoundError(f"{final} does not exist: the run has not finished (resume it first)")
     cfg.model.path = str(final)
+    cfg.model.lora.r = 0  # final/ has the adapters merged in
+    cfg.system.device = "auto"  # wherever this evaluation runs
     report = run_dir / DATA_REPORT
     if not cfg.data.path and report.exists():  # a generated dataset: its cache may be relative to another cwd
         dataset = Path(json.loads(report.read_text())["dataset"])

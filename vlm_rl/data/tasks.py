@@ -4,7 +4,7 @@ warm-up SFT.
 
 | task | train / test | test_ood |
 |---|---|---|
-| counting | 1-6 target shapes (+0-4 distractors) | 7-9 targets: answers never seen in training |
+| counting | 1-6 target shapes (+0-3 distractors) | 7-9 targets: answers never seen in training |
 | comparison | bar charts of 2-4 bars, values 1-10 | 5-6 bars (labels E and F never seen) |
 | arithmetic | two numbers 1-99 | two numbers 100-999 |
 | control | "a X and b Y ...", a, b in 2-20, unrelated image | a, b in 21-99 |
@@ -38,6 +38,7 @@ from vlm_rl.data.drawing import (
     font_names,
     light_background,
     load_font,
+    mid_background,
     shape_scene,
     text_mask,
 )
@@ -75,19 +76,20 @@ def _scale(size: int) -> float:
 
 COUNT_RANGE = (1, 6)
 COUNT_RANGE_OOD = (7, 9)
-DISTRACTOR_RANGE = (0, 4)
-RADIUS_RANGE = (5.0, 8.5)
-"""Shape radii in pixels at 112 px (scaled with the image)."""
+DISTRACTOR_RANGE = (0, 3)
+RADIUS_RANGE = (7.5, 10.5)
+"""Shape radii in pixels at 112 px (scaled with the image). With radii 5-8.5 and up to 4 distractors
+the tiny model learned much more slowly (24% vs 42% held-out accuracy after 400 SFT steps)."""
 
 
 def make_counting(rng: random.Random, ood: bool, size: int) -> Sample:
-    """Non-overlapping coloured shapes; how many of one colour and shape?"""
+    """Non-overlapping coloured shapes on mid-grey; how many of one colour and shape?"""
     color, shape = rng.choice(list(COLORS)), rng.choice(SHAPES)
     count = rng.randint(*(COUNT_RANGE_OOD if ood else COUNT_RANGE))
     others = [(s, c) for s in SHAPES for c in COLORS if (s, c) != (shape, color)]
     kinds = [(shape, color)] * count + [rng.choice(others) for _ in range(rng.randint(*DISTRACTOR_RANGE))]
     rng.shuffle(kinds)
-    image, objects = shape_scene(rng, kinds, size, RADIUS_RANGE)
+    image, objects = shape_scene(rng, kinds, size, RADIUS_RANGE, background=mid_background)
     meta = {"color": color, "shape": shape, "count": count, "n_distractors": len(kinds) - count,
             "n_objects": len(kinds), "objects": objects}
     return Sample(image, f"How many {color} {shape}s are there?", str(count), meta)
