@@ -273,6 +273,12 @@ def test_cli_writes_a_dataset_and_prints_its_folder(tmp_path):
     assert len((out / "test.jsonl").read_text().splitlines()) == 3
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 2 and "not an empty folder" in again.output
+    shapes = CliRunner().invoke(app, ["vlm", "--task", "shapes", "--out", str(tmp_path / "shapes"), "--n-train", "2",
+                                      "--n-test", "2", "--n-ood", "2"])
+    assert shapes.exit_code == 0, shapes.output
+    assert json.loads((tmp_path / "shapes" / "test.jsonl").read_text().splitlines()[0])["task"] == "counting"
+    bad = CliRunner().invoke(app, ["vlm", "--task", "nope", "--out", str(tmp_path / "nope")])
+    assert bad.exit_code == 2 and "unknown vlm task 'nope'" in bad.output
 
 
 def test_cli_module_imports_light():

@@ -13,10 +13,14 @@ import typer
 
 TASK_NAMES = ("counting", "comparison", "arithmetic", "control")
 """Kept in step with `vlm_rl.data.tasks.TASKS` (a test checks), so that --help loads no generator."""
+TASK_ALIASES = {"shapes": "counting"}
+"""Other names accepted by --task (``shapes``: the counting scenes of coloured shapes)."""
 
 
 def vlm(
-    task: Annotated[str, typer.Option(help=f"Task to generate: {', '.join(TASK_NAMES)}.")] = "counting",
+    task: Annotated[str, typer.Option(help=f"Task to generate: {', '.join(TASK_NAMES)} ("
+                                           f"{', '.join(f'{a} = {t}' for a, t in TASK_ALIASES.items())}).")
+                    ] = "counting",
     out: Annotated[Path | None, typer.Option(help="Folder to write; must not exist or be empty. "
                                                   "Default: data/<task>.")] = None,
     n_train: Annotated[int, typer.Option(help="Training items.")] = 20000,
@@ -36,7 +40,7 @@ def vlm(
     out = out if out is not None else Path("data") / task
     start = time.perf_counter()
     try:
-        path = write_dataset(out, task, n_train, n_test, n_ood, seed, image_size, progress=True)
+        path = write_dataset(out, TASK_ALIASES.get(task, task), n_train, n_test, n_ood, seed, image_size, progress=True)
     except (ValueError, FileExistsError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
