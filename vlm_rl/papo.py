@@ -288,16 +288,18 @@ class PerceptionTerm:
              entropy: torch.Tensor | None, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         import torch
 
-        from shared.lm.logprobs import completion_logprobs
+        from shared.lm.logprobs import batch_prompt_args, completion_logprobs
         from shared.lm.sampling import slice_rows
 
         cfg = self.cfg
         slicer = setup.slice_extras or slice_rows
-        extras = slicer(batch[EXTRAS_KEY], rows, len(batch["mask"]))
+        prompts = batch_prompt_args(setup.model, batch, rows,
+                                    lambda r: slicer(batch[EXTRAS_KEY], r, len(batch["mask"])))
         with torch.set_grad_enabled(cfg.masked_grad and torch.is_grad_enabled()):
             logp_masked, entropy_masked = completion_logprobs(
-                setup.model, batch["prompt_ids"][rows], batch["prompt_mask"][rows], batch["completion_ids"][rows],
-                mask, setup.banned_tensor(), rl.temperature, extras, with_entropy=cfg.eta_masked > 0,
+                setup.model, completion_ids=batch["completion_ids"][rows], completion_mask=mask,
+                banned_ids=setup.banned_tensor(), temperature=rl.temperature, with_entropy=cfg.eta_masked > 0,
+                **prompts,
             )
         kl_tok, raw = perception_kl(logp, logp_masked, mask, cfg.kl_clip, cfg.kl_estimator)
         token = -cfg.gamma * kl_tok

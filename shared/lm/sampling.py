@@ -5,6 +5,10 @@ ids set to -inf (so a placeholder such as ``<|image_pad|>`` can never be emitted
 forward pass (`shared.lm.logprobs`) applies the same transform, so both agree to float precision;
 a test holds them to 1e-5.
 
+Models that `shared.lm.logprobs.supports_shared_prompts` knows (Qwen2, Qwen2.5-VL) decode in this
+module's own loop (`_decode`): each prompt is prefilled once and its KV cache repeated G times.
+Others, and FSDP's lockstep decoding, use transformers' ``generate`` with a recording logits processor.
+
 Memory: full-vocabulary log-probs are kept for ONE decoding step at a time. At step t the logits
 processor receives the ids up to t-1, so it gathers the log-prob of the token chosen at t-1 from
 the previous step's distribution and then replaces that distribution with step t's.
@@ -136,34 +140,24 @@ def sample_completions(
     models pass their own). ``synced_gpus``: keep decoding until every process is done (FSDP, whose
     forward passes are collectives).
     """
-    from transformers import LogitsProcessorList
+    from shared.lm.logprobs import supports_shared_prompts
 
     was_training = model.training
     model.eval()
     inputs = expand_inputs(prompt_inputs, group_size, slicer)
-    prompt_len = inputs["input_ids"].shape[1]
     banned = torch.tensor(sorted(set(banned_ids)), dtype=torch.long, device=inputs["input_ids"].device)
-    recorder = _RecordingProcessor(banned, temperature, prompt_len)
     eos = eos_token_id if eos_token_id is not None else tokenizer.eos_token_id
     pad = pad_token_id if pad_token_id is not None else tokenizer.pad_token_id
-    out = model.generate(
-        **inputs,
-        do_sample=not greedy,
-        temperature=None,
-        top_k=None,
-        top_p=None,
-        max_new_tokens=max_new_tokens,
-        logits_processor=LogitsProcessorList([recorder]),
-        eos_token_id=eos,
-        pad_token_id=pad,
-        return_dict_in_generate=True,
-        **({"synced_gpus": True} if synced_gpus else {}),
-    )
-    sequences = out.sequences
-    logp = recorder.finish(sequences)
-    completion_ids = sequences[:, prompt_len:]
+    try:
+        if not synced_gpus and supports_shared_prompts(model):
+            completion_ids, logp = _decode(model, prompt_inputs, group_size, max_new_tokens, temperature, banned,
+                                           eos, pad, greedy)
+        else:
+            completion_ids, logp = _generate(model, inputs, max_new_tokens, temperature, banned, eos, pad, greedy,
+                                             synced_gpus)
+    finally:
+        model.train(was_training)
     completion_mask = _completion_mask(completion_ids, eos)
-    model.train(was_training)
     extras = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
     return Rollout(
         prompt_ids=inputs["input_ids"],
@@ -194,3 +188,91 @@ def _completion_mask(completion_ids: torch.Tensor, eos: int | Sequence[int]) -> 
     hits = _eos_hits(completion_ids, eos).long()
     after_eos = (hits.cumsum(-1) - hits) > 0  # strictly after the first EOS
     return (~after_eos).long()
+
+
+def _generate(model: Any, inputs: dict[str, Any], max_new_tokens: int, temperature: float, banned: torch.Tensor,
+              eos: int | Sequence[int], pad: int, greedy: bool, synced_gpus: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Transformers' ``generate`` on the expanded rows (models `_decode` does not know, FSDP's lockstep)."""
+    from transformers import LogitsProcessorList
+
+    prompt_len = inputs["input_ids"].shape[1]
+    recorder = _RecordingProcessor(banned, temperature, prompt_len)
+    out = model.generate(
+        **inputs,
+        do_sample=not greedy,
+        temperature=None,
+        top_k=None,
+        top_p=None,
+        max_new_tokens=max_new_tokens,
+        logits_processor=LogitsProcessorList([recorder]),
+        eos_token_id=eos,
+        pad_token_id=pad,
+        return_dict_in_generate=True,
+        **({"synced_gpus": True} if synced_gpus else {}),
+    )
+    return out.sequences[:, prompt_len:], recorder.finish(out.sequences)
+
+
+def _decode(model: Any, prompt_inputs: dict[str, Any], group_size: int, max_new_tokens: int, temperature: float,
+            banned: torch.Tensor, eos: int | Sequence[int], pad: int,
+            greedy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Completion ids [N, T] and their log-probs [N, T]: each prompt prefilled ONCE, then G rows decoded.
+
+    The B prompts (vision tower included) run once; the KV cache, the last logits and Qwen2.5-VL's
+    rope deltas are repeated G times (prompt-major), and N = B * G rows are decoded. Per step one
+    log-softmax of the banned, temperature-scaled logits serves both the draw (``torch.multinomial``
+    of its softmax from the global RNG, as ``generate`` does; argmax when greedy) and the recorded
+    log-prob. Finished rows get `pad`; decoding stops when every row has produced an EOS. Positions
+    are those of the training forward (`shared.lm.logprobs`): the cache position for text models,
+    ``rope_delta + valid tokens so far`` on all three axes for Qwen2.5-VL.
+    """
+    from transformers import DynamicCache
+
+    from shared.lm.logprobs import _inner_vlm, cache_kwarg
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = _inner_vlm(model)
+    input_ids, attention_mask = prompt_inputs["input_ids"], prompt_inputs["attention_mask"]
+    extras = {k: v for k, v in prompt_inputs.items() if k not in ("input_ids", "attention_mask")}
+    device, (num_prompts, prompt_len) = input_ids.device, input_ids.shape
+    index = torch.arange(num_prompts, device=device).repeat_interleave(group_size)
+    if inner is not None:
+        inner.rope_deltas = None  # set afresh by the prefill when it computes 3-D positions
+    cache, key = DynamicCache(config=base.config), cache_kwarg(model)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, logits_to_keep=1,
+                **{key: cache}, **extras)
+    logits = out.logits[:, -1].index_select(0, index)
+    cache.batch_repeat_interleave(group_size)
+    mask = attention_mask.index_select(0, index)
+    deltas = inner.rope_deltas if inner is not None else None
+    if deltas is not None:  # next text position of each row: valid prompt tokens + rope delta
+        next_pos = (mask.long().sum(-1) + deltas.to(device).view(-1).index_select(0, index)).view(1, -1, 1)
+    eos_ids = torch.tensor([eos] if isinstance(eos, int) else list(eos), dtype=torch.long, device=device)
+    unfinished = torch.ones(len(index), dtype=torch.bool, device=device)
+    tokens: list[torch.Tensor] = []
+    logps: list[torch.Tensor] = []
+    for step in range(max_new_tokens):
+        logp_all = torch.log_softmax(ban_logits(logits, banned, temperature), dim=-1)
+        if greedy:
+            tok = logp_all.argmax(-1)
+        else:
+            tok = torch.multinomial(logp_all.exp(), num_samples=1).squeeze(1)
+        tok = torch.where(unfinished, tok, torch.full_like(tok, pad))
+        tokens.append(tok)
+        logps.append(logp_all.gather(-1, tok.unsqueeze(-1)).squeeze(-1))
+        unfinished &= ~torch.isin(tok, eos_ids)
+        if step == max_new_tokens - 1 or not bool(unfinished.any()):
+            break
+        mask = torch.cat([mask, mask.new_ones((len(index), 1))], dim=1)
+        if deltas is not None:
+            position_ids = (next_pos + step).expand(3, -1, 1)
+        else:
+            position_ids = torch.full((len(index), 1), prompt_len + step, dtype=torch.long, device=device)
+            if inner is not None:
+                position_ids = position_ids.unsqueeze(0).expand(3, -1, 1)
+        out = model(input_ids=tok.unsqueeze(1), attention_mask=mask, use_cache=True, position_ids=position_ids,
+                    **{key: cache})
+        logits = out.logits[:, -1]
+    if inner is not None:
+        inner.rope_deltas = None
+    return torch.stack(tokens, dim=1), torch.stack(logps, dim=1)

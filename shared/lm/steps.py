@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from shared.lm.config import RLConfig, TrainConfig
-from shared.lm.logprobs import completion_logprobs
+from shared.lm.logprobs import batch_prompt_args, completion_logprobs
 from shared.lm.rewards import score_batch
 from shared.lm.runtime import Runtime
 from shared.lm.sampling import Rollout, sample_completions, slice_rows
@@ -144,8 +144,9 @@ def _token_loss(setup: LMSetup, rl: RLConfig, batch: dict, rows: slice, stats: d
     mask = batch["mask"][rows]
     need_entropy = rl.entropy_coef > 0 or rl.forking_top_quantile < 1 or any(t.needs_entropy for t in setup.loss_terms)
     logp, entropy = completion_logprobs(
-        setup.model, batch["prompt_ids"][rows], batch["prompt_mask"][rows], batch["completion_ids"][rows],
-        mask, setup.banned_tensor(), rl.temperature, batch["extras_fn"](rows), with_entropy=need_entropy,
+        setup.model, completion_ids=batch["completion_ids"][rows], completion_mask=mask,
+        banned_ids=setup.banned_tensor(), temperature=rl.temperature, with_entropy=need_entropy,
+        **batch_prompt_args(setup.model, batch, rows, batch["extras_fn"]),
     )
     old = batch["old_logp"][rows]
     token_loss = policy_loss(rl.loss, logp, old, batch["advantages"][rows], mask,
@@ -272,6 +273,7 @@ def grpo_step(setup: LMSetup, items: list[dict], optimizer: Any, scheduler: Any,
         "completion_ids": rollout.completion_ids[idx], "mask": torch.zeros_like(mask) if dummy else mask,
         "old_logp": rollout.logp[idx], "advantages": rt.to_device(advantages[idx]),
         "extras_fn": lambda rows: slicer(kept_extras, rows, len(idx)), "dummy": dummy,
+        "group": idx // rollout.group_size,  # each prompt's rows share one pass over it (batch_prompt_args)
     }
     for term in setup.loss_terms:  # e.g. PAPO encodes the masked-image inputs of the kept rows
         t0 = time.perf_counter()
