@@ -303,6 +303,10 @@ def _rollout_metrics(rollout: Rollout, scored: Any, rewards: torch.Tensor, keep:
         "reward_failures": scored.failures,
         "completion_len": float(lengths.mean()),
         "truncated_frac": float(rollout.truncated.float().mean()),
+        # mean -log p of the sampled tokens: an unbiased estimate of the policy's per-token entropy
+        # at the sampling temperature, free (recorded at sampling); logged whether or not a loss needs it
+        "sampled_entropy": float(-(rollout.logp * rollout.completion_mask).sum()
+                                 / rollout.completion_mask.sum().clamp(min=1)),
         "kept_frac": float(keep.float().mean()),
         # groups whose rewards are all equal carry no GRPO signal; a rising share warns of collapse
         "no_signal_frac": 1.0 - float(dynamic_sampling_keep(rewards, rollout.group_size).float().mean()),

@@ -29,6 +29,7 @@ from shared.lm.evaluate import evaluate
 from shared.lm.runtime import save_model
 from shared.lm.setup import LMSetup
 from shared.lm.steps import grpo_step, sft_step
+from shared.lm.watch import warn_drift
 from shared.tracking import MediaRecord, append_media
 from shared.tracking.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from shared.tracking.media import truncate_manifest
@@ -190,6 +191,10 @@ class LMTrainer:
             metrics["warmup"] = int(self.state.phase == "sft")
             self.state.step = step
             self._account(metrics)
+            if self.state.phase == "rl" and self.rl.algorithm != "sft" and not metrics.get("nonfinite"):
+                for message in warn_drift(self.state.extra.setdefault("watch", {}), step, metrics):
+                    if self.rt.is_main:
+                        log.warning("step %d: %s", step, message)
             if self.state.phase == "sft":
                 metrics.update(self._check_warmup(step))
                 bar.total = self.total_steps
