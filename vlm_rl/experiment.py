@@ -31,6 +31,8 @@ WARMUP = "warmup"
 DEFAULT_CONFIGS = ("grpo", "dapo", "papo", "papo_dapo", "sft_control")
 SPLITS = ("test", "test_ood")
 TRAIN_KEY = "eval/test/accuracy"
+CURVES = ["eval/test/accuracy", "reward", "sampled_entropy", "papo/kl", "completion_len", "no_signal_frac"]
+"""Learning curves in the table's gallery (every RL config of the first seed, overlaid)."""
 
 
 def _cli(args: list[str], log: Path) -> None:
@@ -147,6 +149,18 @@ def main(argv: list[str] | None = None) -> None:
     text = tables(rows)
     (out / "table.md").write_text(text + "\n")
     print(text)
+    print(f"gallery: {curves_gallery(out, args.configs, args.seeds[0])}")
+
+
+def curves_gallery(out: Path, configs: list[str], seed: int) -> Path:
+    """A gallery of one seed's RL runs: the `CURVES` overlaid, and each run's evaluation traces."""
+    from shared.gallery import build_gallery
+    from shared.tracking import read_metrics as read
+
+    runs = [out / f"{c}-seed{seed}" for c in configs]
+    logged = {k for run in runs for r in read(run) for k in r}
+    return build_gallery(runs, out / "gallery", metrics=[m for m in CURVES if m in logged],
+                         title=f"vlm results table: RL configs from seed {seed}'s warm-up")
 
 
 if __name__ == "__main__":

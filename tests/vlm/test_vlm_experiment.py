@@ -48,4 +48,7 @@ def test_finished_runs_are_reused_without_training(tmp_path, capsys):
         _fake_run(tmp_path / f"{config}-seed0", 0.5, 0.25, 0.2, [(10, 0.5)])
     main(["--seeds", "0", "--configs", "grpo", "--out", str(tmp_path), "--jobs", "1"])
     out = capsys.readouterr().out
-    assert "| grpo | 0 |" in out and (tmp_path / "table.md").read_text().strip() == out.strip()
+    table, last = out.strip().rsplit("\n", 1)
+    assert "| grpo | 0 |" in table and (tmp_path / "table.md").read_text().strip() == table.strip()
+    gallery = tmp_path / "gallery" / "index.html"
+    assert last == f"gallery: {gallery}" and (tmp_path / "gallery" / "curves").is_dir()
