@@ -30,6 +30,7 @@ from shared.lm.sampling import Rollout, sample_completions, slice_rows
 from shared.lm.setup import LMSetup
 from shared.rl import (
     ADVANTAGE_ESTIMATORS,
+    POLICY_LOSSES,
     aggregate,
     dynamic_sampling_keep,
     forking_token_mask,
@@ -41,6 +42,14 @@ from shared.rl import (
 
 class NonFiniteLoss(Exception):
     """Raised inside a step when a micro-batch loss is NaN/inf; the step is skipped."""
+
+
+def _loss_params(rl: RLConfig) -> dict[str, float]:
+    """The clip ranges, for the policy losses that take them (``reinforce`` has none)."""
+    import inspect
+
+    accepted = inspect.signature(POLICY_LOSSES.get(rl.loss)).parameters
+    return {k: v for k, v in (("clip_low", rl.clip_low), ("clip_high", rl.clip_high)) if k in accepted}
 
 
 def _micro_slices(n: int, size: int) -> Iterator[slice]:
@@ -149,8 +158,7 @@ def _token_loss(setup: LMSetup, rl: RLConfig, batch: dict, rows: slice, stats: d
         **batch_prompt_args(setup.model, batch, rows, batch["extras_fn"]),
     )
     old = batch["old_logp"][rows]
-    token_loss = policy_loss(rl.loss, logp, old, batch["advantages"][rows], mask,
-                             clip_low=rl.clip_low, clip_high=rl.clip_high)
+    token_loss = policy_loss(rl.loss, logp, old, batch["advantages"][rows], mask, **_loss_params(rl))
     train_mask = mask.bool()
     if rl.forking_top_quantile < 1:
         train_mask = train_mask & forking_token_mask(entropy.detach(), mask, rl.forking_top_quantile)

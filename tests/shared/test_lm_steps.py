@@ -54,6 +54,20 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(aggregation: str) -
         torch.testing.assert_close(micro[key], full[key], atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("loss,advantage", [("ppo_clip", "grpo"), ("gspo", "grpo"), ("cispo", "grpo"),
+                                            ("reinforce", "w_reinforce"), ("reinforce", "rloo")])
+def test_every_policy_loss_trains(loss: str, advantage: str) -> None:
+    """Each registered loss gets only the keywords it takes (W-REINFORCE: reinforce, no clip range)."""
+    from shared.rl import POLICY_LOSSES
+
+    assert {"ppo_clip", "gspo", "cispo", "reinforce"} <= set(POLICY_LOSSES)
+    cfg = load_config(DiagConfig, "default", [*SMALL, f"rl.loss={loss}", f"rl.advantage={advantage}"], CONFIGS_DIR)
+    setup = build_setup(cfg)
+    start = copy.deepcopy(setup.model.state_dict())
+    after = _update(setup, start, cfg, seed=1)
+    assert any(not torch.equal(after[k], start[k]) for k in start)
+
+
 def test_two_epochs_two_minibatches_run_four_optimizer_steps() -> None:
     cfg = load_config(DiagConfig, "default", [*SMALL, "rl.epochs=2", "rl.mini_batches=2"], CONFIGS_DIR)
     setup = build_setup(cfg)
