@@ -185,9 +185,10 @@ def _ref_logprobs(setup: LMSetup, ref_model: Any, rl: RLConfig, batch: dict, mic
     out = []
     with torch.no_grad(), setup.runtime.autocast():
         for rows in _micro_slices(len(batch["mask"]), micro):
-            lp, _ = completion_logprobs(ref_model, batch["prompt_ids"][rows], batch["prompt_mask"][rows],
-                                        batch["completion_ids"][rows], batch["mask"][rows],
-                                        setup.banned_tensor(), rl.temperature, batch["extras_fn"](rows))
+            lp, _ = completion_logprobs(ref_model, completion_ids=batch["completion_ids"][rows],
+                                        completion_mask=batch["mask"][rows], banned_ids=setup.banned_tensor(),
+                                        temperature=rl.temperature,
+                                        **batch_prompt_args(ref_model, batch, rows, batch["extras_fn"]))
             out.append(lp)
     return torch.cat(out)
 

@@ -96,6 +96,20 @@ def test_kl_to_reference_and_entropy_are_logged() -> None:
     assert metrics["kl"] > 0 and metrics["entropy"] > 0
 
 
+def test_reference_equals_the_policy_before_any_update() -> None:
+    """The KL reference forward (shared prompts) and the policy's agree on identical weights: the
+    first epoch's KL is ~0 (any mismatch between the two paths would show here)."""
+    cfg = load_config(DiagConfig, "default", [*SMALL, "rl.kl_coef=0.1"], CONFIGS_DIR)
+    setup = build_setup(cfg)
+    ref = copy.deepcopy(setup.model).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(setup.model.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda("constant", 0, 1))
+    items = [next(setup.train_stream(0, i)) for i in range(4)]
+    torch.manual_seed(0)
+    metrics, _, _ = grpo_step(setup, items, opt, sched, cfg.rl, cfg.train, ref_model=ref)
+    assert metrics["nonfinite"] == 0 and abs(metrics["kl"]) < 1e-8
+
+
 def test_entropy_bonus_has_a_gradient() -> None:
     """With zero advantages only the entropy bonus moves the weights, and it raises the entropy."""
     from shared.lm.logprobs import completion_logprobs
