@@ -18,6 +18,18 @@ def tiny_lm():
     return model, tokenizer, task
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``): the
+    tiny models gain nothing from more, and on a busy 2-core machine two threads mostly wait."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked `gpu` skip cleanly where CUDA is not available (this lab's CPU machines, CI)."""
     gpu_items = [item for item in items if "gpu" in item.keywords]

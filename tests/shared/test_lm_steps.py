@@ -82,9 +82,9 @@ def test_two_epochs_two_minibatches_run_four_optimizer_steps() -> None:
     assert 0.0 <= metrics["clip_frac"] <= 1.0
 
 
-def test_kl_to_reference_and_entropy_are_logged() -> None:
-    cfg = load_config(DiagConfig, "default", [*SMALL, "rl.kl_coef=0.1", "rl.entropy_coef=0.01",
-                                              "rl.forking_top_quantile=0.5", "rl.epochs=2"], CONFIGS_DIR)
+def _step_with_reference(*overrides: str) -> dict:
+    """One GRPO step (AdamW, lr 1e-2) with a frozen copy of the initial model as the KL reference."""
+    cfg = load_config(DiagConfig, "default", [*SMALL, "rl.kl_coef=0.1", *overrides], CONFIGS_DIR)
     setup = build_setup(cfg)
     ref = copy.deepcopy(setup.model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(setup.model.parameters(), lr=1e-2)
@@ -92,6 +92,11 @@ def test_kl_to_reference_and_entropy_are_logged() -> None:
     items = [next(setup.train_stream(0, i)) for i in range(4)]
     torch.manual_seed(0)
     metrics, _, _ = grpo_step(setup, items, opt, sched, cfg.rl, cfg.train, ref_model=ref)
+    return metrics
+
+
+def test_kl_to_reference_and_entropy_are_logged() -> None:
+    metrics = _step_with_reference("rl.entropy_coef=0.01", "rl.forking_top_quantile=0.5", "rl.epochs=2")
     # epoch 1 starts at the reference weights (KL 0); epoch 2 has moved away from them
     assert metrics["kl"] > 0 and metrics["entropy"] > 0
 
@@ -99,14 +104,7 @@ def test_kl_to_reference_and_entropy_are_logged() -> None:
 def test_reference_equals_the_policy_before_any_update() -> None:
     """The KL reference forward (shared prompts) and the policy's agree on identical weights: the
     first epoch's KL is ~0 (any mismatch between the two paths would show here)."""
-    cfg = load_config(DiagConfig, "default", [*SMALL, "rl.kl_coef=0.1"], CONFIGS_DIR)
-    setup = build_setup(cfg)
-    ref = copy.deepcopy(setup.model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(setup.model.parameters(), lr=1e-2)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda("constant", 0, 1))
-    items = [next(setup.train_stream(0, i)) for i in range(4)]
-    torch.manual_seed(0)
-    metrics, _, _ = grpo_step(setup, items, opt, sched, cfg.rl, cfg.train, ref_model=ref)
+    metrics = _step_with_reference()
     assert metrics["nonfinite"] == 0 and abs(metrics["kl"]) < 1e-8
 
 

@@ -53,12 +53,7 @@ TINY = [  # a run of 3 warm-up + 3 GRPO steps on the tiny model built on the spo
 LORA = ["model.lora.r=4", "model.lora.alpha=8"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
