@@ -22,20 +22,13 @@ import torch
 
 
 def scenes(n: int, seed: int, background) -> tuple[list, list[int]]:
-    from vlm_rl.data.drawing import COLORS, SHAPES, shape_scene
-    from vlm_rl.data.tasks import COUNT_RANGE, DISTRACTOR_RANGE, RADIUS_RANGE
+    """`n` in-distribution counting items of the task's own generator on `background` (both backgrounds
+    draw three integers, so the two calls give the same objects in the same places)."""
+    from vlm_rl.data.tasks import make_counting
 
     rng = random.Random(seed)
-    images, counts = [], []
-    for _ in range(n):  # both backgrounds draw three integers, so every scene's objects are the same
-        color, shape = rng.choice(list(COLORS)), rng.choice(SHAPES)
-        count = rng.randint(*COUNT_RANGE)
-        others = [(s, c) for s in SHAPES for c in COLORS if (s, c) != (shape, color)]
-        kinds = [(shape, color)] * count + [rng.choice(others) for _ in range(rng.randint(*DISTRACTOR_RANGE))]
-        image, _ = shape_scene(rng, kinds, 112, RADIUS_RANGE, background=background)
-        images.append(image)
-        counts.append(count)
-    return images, counts
+    samples = [make_counting(rng, False, 112, background=background) for _ in range(n)]
+    return [s.image for s in samples], [s.meta["count"] for s in samples]
 
 
 def features(model, processor, images) -> np.ndarray:

@@ -82,14 +82,15 @@ RADIUS_RANGE = (7.5, 10.5)
 the tiny model learned much more slowly (24% vs 42% held-out accuracy after 400 SFT steps)."""
 
 
-def make_counting(rng: random.Random, ood: bool, size: int) -> Sample:
-    """Non-overlapping coloured shapes on mid-grey; how many of one colour and shape?"""
+def make_counting(rng: random.Random, ood: bool, size: int,
+                  background: Callable[[random.Random], tuple[int, int, int]] = mid_background) -> Sample:
+    """Non-overlapping coloured shapes on `background` (mid-grey); how many of one colour and shape?"""
     color, shape = rng.choice(list(COLORS)), rng.choice(SHAPES)
     count = rng.randint(*(COUNT_RANGE_OOD if ood else COUNT_RANGE))
     others = [(s, c) for s in SHAPES for c in COLORS if (s, c) != (shape, color)]
     kinds = [(shape, color)] * count + [rng.choice(others) for _ in range(rng.randint(*DISTRACTOR_RANGE))]
     rng.shuffle(kinds)
-    image, objects = shape_scene(rng, kinds, size, RADIUS_RANGE, background=mid_background)
+    image, objects = shape_scene(rng, kinds, size, RADIUS_RANGE, background=background)
     meta = {"color": color, "shape": shape, "count": count, "n_distractors": len(kinds) - count,
             "n_objects": len(kinds), "objects": objects}
     return Sample(image, f"How many {color} {shape}s are there?", str(count), meta)
