@@ -45,9 +45,9 @@ def _cli(args: list[str], log: Path) -> None:
         raise RuntimeError(f"`rlab {' '.join(args)}` failed with exit code {done.returncode}; see {log}")
 
 
-def _final_evals(run_dir: Path) -> dict[str, float]:
+def _final_evals(records: list[dict]) -> dict[str, float]:
     out: dict[str, float] = {}
-    for record in read_metrics(run_dir):
+    for record in records:
         out.update({k: v for k, v in record.items() if k.startswith("final_eval/")})
     return out
 
@@ -66,7 +66,7 @@ def run_job(out: Path, config: str, seed: int, overrides: list[str]) -> Path:
         else:
             _cli(["train", "vlm", "--config", config, "--run-dir", str(run_dir),
                   *(a for s in sets for a in ("--set", s))], log)
-    done = _final_evals(run_dir)
+    done = _final_evals(read_metrics(run_dir))
     for split in SPLITS:
         if f"final_eval/{split}/accuracy" not in done:
             _cli(["eval", str(run_dir), "--split", split], log)
@@ -76,12 +76,13 @@ def run_job(out: Path, config: str, seed: int, overrides: list[str]) -> Path:
 
 def run_summary(run_dir: Path) -> dict[str, float]:
     """The table's numbers of one finished, evaluated run."""
-    finals = _final_evals(run_dir)
+    records = read_metrics(run_dir)
+    finals = _final_evals(records)
     row = {}
     for split in SPLITS:
         row[f"{split}"] = finals[f"final_eval/{split}/accuracy"]
         row[f"{split} blank"] = finals.get(f"final_eval/{split}/vision/blank_accuracy", float("nan"))
-    evals = [(r["step"], r[TRAIN_KEY]) for r in read_metrics(run_dir) if TRAIN_KEY in r]
+    evals = [(r["step"], r[TRAIN_KEY]) for r in records if TRAIN_KEY in r]
     if evals:
         row["end - best"] = max(evals)[1] - max(v for _, v in evals)
     return row
@@ -155,10 +156,9 @@ def main(argv: list[str] | None = None) -> None:
 def curves_gallery(out: Path, configs: list[str], seed: int) -> Path:
     """A gallery of one seed's RL runs: the `CURVES` overlaid, and each run's evaluation traces."""
     from shared.gallery import build_gallery
-    from shared.tracking import read_metrics as read
 
     runs = [out / f"{c}-seed{seed}" for c in configs]
-    logged = {k for run in runs for r in read(run) for k in r}
+    logged = {k for run in runs for r in read_metrics(run) for k in r}
     return build_gallery(runs, out / "gallery", metrics=[m for m in CURVES if m in logged],
                          title=f"vlm results table: RL configs from seed {seed}'s warm-up")
 

@@ -14,6 +14,8 @@ process that kept none (or has fewer micro-batches) joins with zero-weight passe
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import time
 from collections import defaultdict
@@ -44,11 +46,14 @@ class NonFiniteLoss(Exception):
     """Raised inside a step when a micro-batch loss is NaN/inf; the step is skipped."""
 
 
+@functools.cache
+def _keywords(loss: str) -> frozenset[str]:
+    return frozenset(inspect.signature(POLICY_LOSSES.get(loss)).parameters)
+
+
 def _loss_params(rl: RLConfig) -> dict[str, float]:
     """The clip ranges, for the policy losses that take them (``reinforce`` has none)."""
-    import inspect
-
-    accepted = inspect.signature(POLICY_LOSSES.get(rl.loss)).parameters
+    accepted = _keywords(rl.loss)
     return {k: v for k, v in (("clip_low", rl.clip_low), ("clip_high", rl.clip_high)) if k in accepted}
 
 
