@@ -171,9 +171,12 @@ def eval_(
     split: Annotated[str, typer.Option(help="Held-out split")] = "test",
     k: Annotated[str, typer.Option(help="Comma-separated k for pass@k / mean@k; n = max(k) samples per item")] = "1",
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N items")] = None,
+    track: Annotated[str | None, typer.Option(
+        "--track", help="Robot tracks: the circuit to drive (bundled name or CSV path; rccar)")] = None,
+    laps: Annotated[int | None, typer.Option(help="Robot tracks: laps to drive (rccar)")] = None,
     runs_root: Annotated[Path, typer.Option(help="Where runs live")] = RUNS_ROOT,
 ) -> None:
-    """Evaluate a finished run's model on a held-out split: mean@k and pass@k."""
+    """Evaluate a finished run's model on a held-out split: mean@k and pass@k (LM tracks), laps (rccar)."""
     from shared.tracks import load_track
 
     try:
@@ -188,7 +191,8 @@ def eval_(
     if trk.evaluate is None:
         raise _fail(f"track {track!r} has no evaluation", EXIT_USAGE)
     try:
-        metrics = trk.evaluate(EvalRequest(path, split, ks, limit))
+        options = {key: value for key, value in (("track", track), ("laps", laps)) if value is not None}
+        metrics = trk.evaluate(EvalRequest(path, split, ks, limit, options))
     except (FileNotFoundError, ValueError) as err:
         raise _fail(str(err)) from None
     for key, value in metrics.items():
