@@ -3,9 +3,9 @@
 The car is ``racecar/racecar_differential.urdf`` from pybullet_data with the gear constraints of
 pybullet's own racecar example (a differential on each axle; without them ``racecar.urdf`` scrubs
 and understeers). Rear wheels are driven through the differential rings by velocity control
-(throttle x `max_wheel_speed` rad/s, force `motor_force`; 100 rad/s on 0.05 m wheels is 5 m/s); the front wheels are steered by
-position control (+-`max_steer` rad). Every joint motor brakes by default in pybullet, so all
-motors start with force 0. Physics runs at `physics_hz` (240), control at `control_hz` (10).
+(throttle x `max_wheel_speed` rad/s, force `motor_force`; 100 rad/s on 0.05 m wheels is 5 m/s); the
+front wheels are steered by position control (+-`max_steer` rad). Every joint motor brakes by
+default in pybullet, so all motors start with force 0. Physics runs at `physics_hz` (240), control at `control_hz` (10).
 
 Actions are ``[steer, throttle]`` in [-1, 1]; throttle -1..1 maps to `min_throttle`..1 of the top
 wheel speed (forward only by default: reversing is the recovery manoeuvre's job). As in FastRLAP,
@@ -42,7 +42,10 @@ a global nearest point, which would jump to a neighbouring section.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +67,36 @@ GEARS = ((9, 11, 1, -1), (10, 13, -1, -1), (9, 13, -1, -1), (16, 18, 1, -1), (16
          (17, 19, -1, -1), (1, 18, -1, 15), (3, 19, -1, 15))
 WALL_HEIGHT = 0.2
 WALL_THICKNESS = 0.05
+
+
+@contextlib.contextmanager
+def _quiet_stdio():
+    """Silence file descriptors 1 and 2 (C-level prints) for the block; Python's streams are flushed first."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:  # no real descriptors (e.g. some notebook kernels): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        _flush_c_stdio()  # C's own buffers may still hold the text: flush it into /dev/null
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(devnull)
+
+
+def _flush_c_stdio() -> None:
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).fflush(None)
 
 
 @dataclass(frozen=True)
@@ -184,11 +217,12 @@ class RCCarEnv(gym.Env):
         return np.column_stack([xy, np.mod(s, trk.length)])
 
     def _connect(self) -> None:
-        import pybullet as pb
-        import pybullet_data
-        from pybullet_utils.bullet_client import BulletClient
+        with _quiet_stdio():  # pybullet prints its build time and "argv[0]=" from C on import and connect
+            import pybullet as pb
+            import pybullet_data
+            from pybullet_utils.bullet_client import BulletClient
 
-        self._p = p = BulletClient(connection_mode=pb.GUI if self.gui else pb.DIRECT)
+            self._p = p = BulletClient(connection_mode=pb.GUI if self.gui else pb.DIRECT)
         p.setAdditionalSearchPath(pybullet_data.getDataPath())
         self._build_world()
 
