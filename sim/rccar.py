@@ -99,6 +99,13 @@ def _flush_c_stdio() -> None:
         ctypes.CDLL(None).fflush(None)
 
 
+def _two_sided(indices: list[int]) -> list[int]:
+    """Each triangle in both windings: pybullet's TinyRenderer skips back faces, and without this the right
+    wall (built facing outward) and the track surface (facing down) were invisible to the cameras."""
+    tris = np.asarray(indices).reshape(-1, 3)
+    return np.concatenate([tris, tris[:, ::-1]]).ravel().tolist()
+
+
 @dataclass(frozen=True)
 class Randomization:
     """Per-episode domain randomisation ranges (multipliers and seconds); all off when `enabled` is false."""
@@ -275,7 +282,8 @@ class RCCarEnv(gym.Env):
         pts, out = line[::step], outward[::step]
         verts, idx = self._ribbon(pts, pts + out * WALL_THICKNESS, 0.0, WALL_HEIGHT)
         col = p.createCollisionShape(pb.GEOM_MESH, vertices=verts, indices=idx, flags=pb.GEOM_FORCE_CONCAVE_TRIMESH)
-        vis = p.createVisualShape(pb.GEOM_MESH, vertices=verts, indices=idx, rgbaColor=[0.85, 0.2, 0.15, 1])
+        vis = p.createVisualShape(pb.GEOM_MESH, vertices=verts, indices=_two_sided(idx),
+                                  rgbaColor=[0.85, 0.2, 0.15, 1])
         return p.createMultiBody(0, col, vis)
 
     def _track_surface(self) -> None:
@@ -284,7 +292,8 @@ class RCCarEnv(gym.Env):
         p = self._p
         step = max(1, int(round(0.25 / self.track.ds)))
         verts, idx = self._ribbon(self.track.left[::step], self.track.right[::step], 0.002, 0.002)
-        vis = p.createVisualShape(pb.GEOM_MESH, vertices=verts, indices=idx, rgbaColor=[0.35, 0.35, 0.38, 1])
+        vis = p.createVisualShape(pb.GEOM_MESH, vertices=verts, indices=_two_sided(idx),
+                                  rgbaColor=[0.35, 0.35, 0.38, 1])
         p.createMultiBody(0, -1, vis)
 
     # ---------------------------------------------------------------------------------- gym API
@@ -473,7 +482,7 @@ class RCCarEnv(gym.Env):
         if self._progress < self._next_lap_at:
             return False
         now = self.sim_time
-        self._laps.append((now - self._lap_start_time, self._crashes_in_lap))
+        self._laps.append((round(now - self._lap_start_time, 4), self._crashes_in_lap))
         self._lap_start_time, self._crashes_in_lap = now, 0
         self._next_lap_at += self.track.length
         return True

@@ -79,6 +79,32 @@ def _teleop(env):
                 path=np.asarray(path), speed=np.asarray(speed), smooth_m=trk.smooth_m)
 
 
+@app.command("encoder")
+def encoder(
+    track: Annotated[str, typer.Option(help="Circuit to collect camera images on")],
+    out: Annotated[Path, typer.Option(help="Folder for encoder.pt and encoder.json")],
+    n_images: Annotated[int, typer.Option(help="Camera images to collect")] = 2000,
+    image_size: Annotated[int, typer.Option(help="Image side in pixels (env.image_size must match)")] = 64,
+    steps: Annotated[int, typer.Option(help="Autoencoder training steps")] = 1500,
+    seed: Annotated[int, typer.Option(help="Seeds the drives and the training")] = 0,
+    length_m: Annotated[float, typer.Option(help="Loop length to scale to")] = 80.0,
+    width_m: Annotated[float, typer.Option(help="Corridor width")] = 1.4,
+    smooth_m: Annotated[float, typer.Option(help="RC-scale simplification (0: as drawn)")] = 2.0,
+) -> None:
+    """Pretrain a frozen image encoder: collect camera images from noisy scripted drives, train an autoencoder,
+    save its encoder (use it with --set env.image_size=N --set env.encoder=FOLDER)."""
+    from robot.rccar.encoder import build_encoder
+    from robot.rccar.track import EnvConfig
+    from sim.racetrack import TrackError
+
+    try:
+        folder = build_encoder(track, out, n_images, image_size, steps, seed,
+                               env=EnvConfig(length_m=length_m, width_m=width_m, smooth_m=smooth_m))
+    except (TrackError, FileNotFoundError, ValueError) as err:
+        raise _fail(str(err)) from None
+    typer.echo(f"encoder: {folder}")
+
+
 @app.command("track")
 def track_info(
     track: Annotated[str, typer.Argument(help="Bundled name, CSV path or generated:SEED")],

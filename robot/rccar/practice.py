@@ -141,7 +141,7 @@ def load_practice(path: Path, model: Any) -> PracticeState:
 def _log_lap(state: PracticeState, run: Any, step: int, info: dict, demo_lap_s: float) -> None:
     minutes = state.sim_time_s / 60.0
     state.laps.append((round(minutes, 4), info["lap_time_s"], info["lap_crashes"]))
-    if state.first_faster_than_demo_min is None and info["lap_time_s"] < demo_lap_s:
+    if state.first_faster_than_demo_min is None and info["lap_time_s"] < demo_lap_s and info["lap_crashes"] == 0:
         state.first_faster_than_demo_min = round(minutes, 3)
     run.log(step, {"practice/lap_s": info["lap_time_s"], "practice/lap_crashes": info["lap_crashes"],
                    "practice/sim_min": minutes})

@@ -57,10 +57,16 @@ class EnvConfig:
     randomize: bool = False
     """Domain randomisation per episode (friction, mass, motor strength, actuation latency)."""
     image_size: int = 0
-    """Add the car camera's image (N x N) to the observation (0: state only). Trained end to end with SB3's
-    CNN; no pretrained encoder can be downloaded here."""
+    """Add the car camera's image (N x N) to the observation (0: state only): SB3's CNN trained end to end,
+    or a frozen pretrained encoder with `encoder`."""
+    encoder: str = ""
+    """Folder of a pretrained image encoder (`rlab rccar encoder --out FOLDER`; needs image_size equal to
+    its own): the policy sees its frozen features plus the state vector. No weights can be downloaded here,
+    so the lab pretrains its own (an autoencoder on camera images from the simulator)."""
 
     def __post_init__(self) -> None:
+        require(not self.encoder or self.image_size > 0, "env.encoder",
+                "needs env.image_size > 0 (the encoder reads the camera image)")
         require(self.length_m > 0, "env.length_m", "must be positive")
         require(self.width_m > 0, "env.width_m", "must be positive")
         require(0 < self.control_hz <= 60, "env.control_hz", "must be in (0, 60]")
@@ -70,13 +76,18 @@ class EnvConfig:
              render: bool = False, **extra: Any) -> Any:
         from sim.rccar import RCCarEnv
 
-        return RCCarEnv(
+        env = RCCarEnv(
             track=track or self.track, length_m=self.length_m, width_m=self.width_m,
             on_infeasible=self.on_infeasible, smooth_m=self.smooth_m, checkpoints=checkpoints,
             checkpoint_spacing_m=self.checkpoint_spacing_m, checkpoint_radius_m=self.checkpoint_radius_m,
             control_hz=self.control_hz, crash_cost=self.crash_cost, reset_mode=reset_mode or self.reset_mode,
             image_size=self.image_size or None, randomization={"enabled": self.randomize},
             render_mode="rgb_array" if render else None, **extra)
+        if self.encoder:
+            from robot.rccar.encoder import EncodedObservation
+
+            env = EncodedObservation(env, self.encoder)
+        return env
 
 
 @dataclass
@@ -199,6 +210,16 @@ def train(cfg: RCCarConfig, run: Any, resuming: bool) -> None:
     from shared.tracking.checkpoint import latest_checkpoint
 
     run_dir = Path(run.path)
+    if cfg.env.encoder:  # the run keeps its own copy: evaluation and export need it after the source moves
+        import shutil
+
+        copy = run_dir / "encoder"
+        if not copy.exists():
+            if not Path(cfg.env.encoder).is_dir():
+                raise FileNotFoundError(f"env.encoder: {cfg.env.encoder} is not an encoder folder "
+                                        "(build one with `rlab rccar encoder --track ... --out FOLDER`)")
+            shutil.copytree(cfg.env.encoder, copy)
+        cfg.env.encoder = str(copy)
     demo = _demo(cfg, run_dir)
     print(f"demonstration: {demo.lap_time_s:.1f} s lap on {demo.track} ({demo.driver})", flush=True)
     baseline = _baseline(cfg, run_dir)
@@ -240,7 +261,7 @@ def _summary(cfg: RCCarConfig, demo: Any, baseline: dict | None, state: Any) -> 
         "track": cfg.env.track, "reset_mode": cfg.env.reset_mode, "seed": cfg.train.seed,
         "practice_min": round(state.sim_time_s / 60, 3), "demo_lap_s": demo.lap_time_s,
         "baseline_lap_s": baseline["best_lap_s"] if baseline else None,
-        "practice_best_lap_s": min((lap for _, lap, _ in state.laps), default=None),
+        "practice_best_lap_s": min((lap for _, lap, crashes in state.laps if crashes == 0), default=None),
         "practice_laps": len(state.laps), "crashes": state.crashes, "recoveries": state.recoveries,
         "interventions": state.interventions,
         "first_faster_than_demo_min": state.first_faster_than_demo_min,
@@ -314,6 +335,8 @@ def evaluate_run(req: EvalRequest) -> dict[str, float]:
 
     run_dir = Path(req.run_dir)
     cfg = load_config(RCCarConfig, run_dir / "config.yaml", [], CONFIGS_DIR)
+    if cfg.env.encoder and (run_dir / "encoder").exists():
+        cfg.env.encoder = str(run_dir / "encoder")
     unknown = set(req.options) - {"track", "laps"}
     if unknown:
         raise ValueError(f"rccar eval takes --track and --laps, not {', '.join(sorted(unknown))}")
@@ -362,10 +385,12 @@ def evaluate_run(req: EvalRequest) -> dict[str, float]:
 
 DEMO_OVERRIDES = {
     False: ["practice.minutes=1.5", "practice.eval_every_min=0.75", "practice.checkpoint_every_min=0.75",
-            "practice.eval_laps=1", "eval.baseline=false", "sac.learning_starts=200"],
+            "practice.eval_laps=1", "practice.eval_max_s=60", "eval.baseline=false", "eval.laps=1",
+            "sac.learning_starts=200"],
     True: ["practice.minutes=0.3", "practice.eval_every_min=0.3", "practice.checkpoint_every_min=0.3",
-           "practice.eval_laps=1", "practice.eval_max_s=20", "eval.baseline=false", "sac.learning_starts=100",
-           "env.track=generated:1"],
+           "practice.eval_laps=1", "practice.eval_max_s=20", "eval.baseline=false", "eval.laps=1",
+           "sac.learning_starts=100", "env.track=generated:1", "env.length_m=55", "env.width_m=1.6",
+           "env.smooth_m=0", "eval.track=generated:2"],
 }
 
 
