@@ -186,10 +186,10 @@ def eval_(
     except ValueError:
         raise _fail(f"--k must be positive integers separated by commas, got {k!r}", EXIT_USAGE) from None
     path = _resolve([run], runs_root)[0]
-    track = _run_track(path)
-    trk = load_track(track)
+    run_track = _run_track(path)
+    trk = load_track(run_track)
     if trk.evaluate is None:
-        raise _fail(f"track {track!r} has no evaluation", EXIT_USAGE)
+        raise _fail(f"track {run_track!r} has no evaluation", EXIT_USAGE)
     try:
         options = {key: value for key, value in (("track", track), ("laps", laps)) if value is not None}
         metrics = trk.evaluate(EvalRequest(path, split, ks, limit, options))

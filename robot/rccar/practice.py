@@ -182,13 +182,16 @@ def _make_callback(model: Any, state: PracticeState, cfg: Any, run: Any, demo_la
             if step % 50 == 0:
                 bar.n = min(round(budget_s), round(state.sim_time_s))
                 bar.refresh()
+            done = state.sim_time_s >= budget_s
             if minutes >= state.next_eval_min:
                 evaluate_now(step)
                 state.next_eval_min += pc.eval_every_min
-            if minutes >= state.next_ckpt_min and step > 0:
+            elif done:  # the budget's last evaluation, before its checkpoint so a resume keeps it
+                evaluate_now(step)
+            if (minutes >= state.next_ckpt_min and step > 0) or done:
                 save_practice(Path(run.checkpoint_dir), model, state)
                 state.next_ckpt_min += pc.checkpoint_every_min
-            return state.sim_time_s < budget_s
+            return not done
 
     return Practice()
 
@@ -230,8 +233,9 @@ def practise(model: Any, state: PracticeState, cfg: Any, run: Any, make_eval_env
     model.learn(total_timesteps=steps_left, callback=callback, reset_num_timesteps=False, progress_bar=False)
     bar.close()
     step = int(model.num_timesteps)
-    if not state.evals or state.evals[-1]["step"] != step:  # the budget ended between evaluations
+    late = not state.evals or state.evals[-1]["step"] != step  # learn() ran out of steps before the budget
+    if late:
         evaluate_now(step)
-    if step not in {s for s, _ in list_checkpoints(run.checkpoint_dir)}:
+    if late or step not in {s for s, _ in list_checkpoints(run.checkpoint_dir)}:
         save_practice(Path(run.checkpoint_dir), model, state)
     return state

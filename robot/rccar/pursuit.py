@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,7 @@ class Demo:
             with np.load(data_file) as data:
                 path, speed = data["path"], data["speed"]
             demo = Demo(path=path, speed=speed, **meta)
-        except (ValueError, KeyError, TypeError, OSError) as err:
+        except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile) as err:
             raise ValueError(f"{folder}: unreadable demonstration ({err})") from err
         if path.ndim != 2 or path.shape[1] != 2 or len(path) < 10 or not np.isfinite(path).all():
             raise ValueError(f"{folder}: demonstration path must be >= 10 finite (x, y) rows, got {path.shape}")

@@ -67,8 +67,10 @@ class EnvConfig:
     def __post_init__(self) -> None:
         require(not self.encoder or self.image_size > 0, "env.encoder",
                 "needs env.image_size > 0 (the encoder reads the camera image)")
-        require(self.length_m > 0, "env.length_m", "must be positive")
-        require(self.width_m > 0, "env.width_m", "must be positive")
+        for key in ("length_m", "width_m", "checkpoint_spacing_m", "checkpoint_radius_m"):
+            require(getattr(self, key) > 0, f"env.{key}", "must be positive")
+        require(self.crash_cost >= 0, "env.crash_cost", "must be >= 0")
+        require(self.smooth_m >= 0, "env.smooth_m", "must be >= 0")
         require(0 < self.control_hz <= 60, "env.control_hz", "must be in (0, 60]")
         require(self.image_size == 0 or 16 <= self.image_size <= 256, "env.image_size", "0 or 16..256")
 
@@ -95,6 +97,10 @@ class DemoDriverConfig:
     throttle: float = 0.3
     """Pure-pursuit throttle (fraction of top speed) of the demonstration recorded when `demo` is empty."""
     lookahead_m: float = 1.0
+
+    def __post_init__(self) -> None:
+        require(0 < self.throttle <= 1, "demo_driver.throttle", "must be in (0, 1]")
+        require(self.lookahead_m > 0, "demo_driver.lookahead_m", "must be positive")
 
 
 @dataclass
@@ -131,7 +137,8 @@ class PracticeConfig:
     checkpoint_every_min: float = 2.0
 
     def __post_init__(self) -> None:
-        require(self.minutes > 0, "practice.minutes", "must be positive")
+        for key in ("minutes", "eval_every_min", "eval_max_s", "checkpoint_every_min"):
+            require(getattr(self, key) > 0, f"practice.{key}", "must be positive")
         require(self.eval_laps >= 1, "practice.eval_laps", "must be >= 1")
 
 
@@ -203,6 +210,8 @@ def _baseline(cfg: RCCarConfig, run_dir: Path) -> dict | None:
 
 
 def train(cfg: RCCarConfig, run: Any, resuming: bool) -> None:
+    import shutil
+
     import numpy as np
 
     from robot.rccar.practice import PracticeState, load_practice, make_sac, practise, save_practice  # noqa: F401
@@ -211,8 +220,6 @@ def train(cfg: RCCarConfig, run: Any, resuming: bool) -> None:
 
     run_dir = Path(run.path)
     if cfg.env.encoder:  # the run keeps its own copy: evaluation and export need it after the source moves
-        import shutil
-
         copy = run_dir / "encoder"
         if not copy.exists():
             if not Path(cfg.env.encoder).is_dir():
@@ -232,6 +239,13 @@ def train(cfg: RCCarConfig, run: Any, resuming: bool) -> None:
     model = make_sac(env, cfg.sac, cfg.train.seed)
     state = PracticeState()
     found = latest_checkpoint(run.checkpoint_dir) if resuming else None
+    if resuming:  # records logged after the checkpoint we continue from are dropped (they happen again)
+        from shared.tracking.media import truncate_manifest
+
+        step = found[0] if found is not None else 0
+        run.truncate_metrics(step)
+        truncate_manifest(run.path, step)
+        shutil.rmtree(run_dir / FINAL, ignore_errors=True)
     if found is not None:
         state = load_practice(found[1], model)
         print(f"resumed at {state.sim_time_s / 60:.2f} simulated minutes ({found[1].name})", flush=True)
@@ -362,7 +376,7 @@ def evaluate_run(req: EvalRequest) -> dict[str, float]:
         results[mode] = {k: v for k, v in res.items() if k != "log"}
         metrics[f"{mode}_laps"] = len(res["laps"])
         metrics[f"{mode}_crashes"] = res["crashes"]
-        if res["laps"]:
+        if res["best_lap_s"] is not None:
             metrics[f"{mode}_best_lap_s"] = res["best_lap_s"]
             metrics[f"{mode}_mean_lap_s"] = res["mean_lap_s"]
         if det:

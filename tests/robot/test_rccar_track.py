@@ -4,7 +4,6 @@ evaluation, resuming (also past a corrupted checkpoint), the `demo=FOLDER` check
 
 Everything drives generated:1 with tiny budgets: one module-scoped practice run (0.3 simulated minutes,
 a [32, 32] SAC) is shared by the training, evaluation and resume tests, which work on copies of it.
-Tests marked xfail(strict=True) pin down bugs found while writing this file (see their reasons).
 """
 
 from __future__ import annotations
@@ -239,10 +238,6 @@ def test_demo_load_of_damaged_files_names_the_folder(tmp_path, damage):
     assert str(folder) in str(err.value)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: Demo.load catches (ValueError, KeyError, TypeError, OSError) only; a truncated or bit-flipped "
-    "demo.npz raises zipfile.BadZipFile ('File is not a zip file' / 'Bad CRC-32'), which escapes unwrapped "
-    "and without the folder's name"))
 @pytest.mark.parametrize("how", ["truncated", "bit flip"])
 def test_demo_load_of_a_truncated_npz_names_the_folder(tmp_path, how):
     folder = _fake_demo().save(tmp_path / "demo")
@@ -361,10 +356,6 @@ def test_bundled_configs_load():
     assert _cfg().sac.net_arch == [32, 32] and _cfg().env.track == "generated:1"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "validation gap: a zero schedule is accepted; eval_every_min=0 evaluates at every environment step "
-    "(next_eval_min += 0), checkpoint_every_min=0 checkpoints at every step, and checkpoint_spacing_m=0 "
-    "only fails inside train(), after the run folder exists"))
 @pytest.mark.parametrize("override", ["practice.eval_every_min=0", "practice.checkpoint_every_min=0",
                                       "env.checkpoint_spacing_m=0"])
 def test_config_rejects_zero_schedules(override):
@@ -427,7 +418,7 @@ def test_evaluate_run_on_the_training_circuit(run_copy):
     for mode in ("det", "stoch"):
         assert metrics[f"{mode}_laps"] == len(saved[mode]["laps"]) <= 1
         assert metrics[f"{mode}_crashes"] == saved[mode]["crashes"] >= sum(saved[mode]["lap_crashes"])
-        # (this tiny policy can finish a lap only through teleports: best_lap_s None, see the xfail below)
+        # (this tiny policy may finish a lap only through teleports: no clean lap, no best_lap_s)
         if f"{mode}_best_lap_s" in metrics:
             assert metrics[f"{mode}_best_lap_s"] == saved[mode]["best_lap_s"]
     from shared.tracking.media import read_manifest
@@ -461,9 +452,6 @@ def _fake_policy_laps(seen: list, laps: list[float], lap_crashes: list[int]):
     return fake
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: evaluate_run sets det_/stoch_best_lap_s and _mean_lap_s whenever a lap was completed, even when "
-    "every lap had a crash (best_lap_s None); `rlab eval` then crashes formatting None with :.4f"))
 def test_evaluate_run_metrics_are_numbers_when_every_lap_crashed(run_copy, monkeypatch):
     seen: list = []
     monkeypatch.setattr("robot.rccar.practice.evaluate_policy_laps", _fake_policy_laps(seen, [30.0], [1]))
@@ -513,10 +501,6 @@ def test_resume_moves_a_corrupt_checkpoint_aside_and_uses_the_previous(resumed_c
     assert (run_dir / "final" / "policy.zip").is_file()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: train(resuming=True) never calls run.truncate_metrics(step) / truncate_manifest(run, step) (as "
-    "shared/lm/trainer.py does), so metrics and media records the dead process wrote after the checkpoint "
-    "it resumes from stay: metrics.jsonl steps go backwards and the gallery shows the old final video twice"))
 def test_resume_forgets_metrics_and_media_past_the_checkpoint(resumed_corrupt):
     old, run_dir = resumed_corrupt["old"], resumed_corrupt["dir"]
     prev_step = old["checkpoints"][-2][0]
@@ -527,10 +511,6 @@ def test_resume_forgets_metrics_and_media_past_the_checkpoint(resumed_corrupt):
     assert not stale_media & set(_lines(run_dir / "media" / "manifest.jsonl"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: when the budget ends on a checkpoint step but between evaluations, practise() evaluates after "
-    "learn() but skips the final save (the step is already checkpointed), so the last checkpoint lacks the "
-    "final evaluation and a resume drops it from summary['evals']"))
 def test_final_checkpoint_holds_the_final_evaluation(tmp_path):
     # 0.1 minutes: checkpoints at 0, 0.05, 0.1 (the budget's end); evaluations at 0 and at the end only
     cfg = _cfg("env.length_m=55", "env.width_m=1.6", "env.smooth_m=0", "practice.minutes=0.1",
@@ -631,10 +611,6 @@ def test_rlab_eval_rejects_a_bad_split(trained):
     assert result.exit_code == 1 and "error:" in result.stderr and "'validation'" in result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: shared/cli.py eval_ reassigns `track = _run_track(path)` (the run's track, 'rccar') and then builds "
-    "options from that same name, so rccar gets options['track'] == 'rccar' ('rccar: file not found') for "
-    "every `rlab eval RUN`, with or without --track"))
 def test_rlab_eval_drives_the_training_circuit(run_copy, monkeypatch):
     from typer.testing import CliRunner
 
