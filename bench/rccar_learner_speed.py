@@ -1,6 +1,6 @@
 """The rccar learner's wall time per simulated minute of practice, against stable-baselines3's bare SAC loop.
 
-    OMP_NUM_THREADS=1 python bench/rccar_learner_speed.py [--sim-s 60] [--track generated:1]
+    OMP_NUM_THREADS=1 python bench/rccar_learner_speed.py [--sim-s 120] [--track generated:1]
 
 Ours: `robot.rccar.practice.practise` as `rlab train rccar --config fastrlap` runs it (SB3's SAC with
 [256, 256] networks, update-to-data 2, batch 256; the practice callback that counts laps, crashes and
@@ -11,8 +11,9 @@ printed apart, per evaluation).
 Peer: ``SAC.learn`` of stable-baselines3 on the same environment with the same hyper-parameters and the
 same number of environment steps, no callback and no checkpoints.
 
-Both start from the same seed; random actions fill the first `learning_starts` (500) steps, then every
-step does 2 gradient updates, so the learner's cost dominates both. The last line is
+Both start from the same seed; random actions fill the first 100 steps (`sac.learning_starts`, 500 in
+the configs, lowered here so that a short bench is mostly learning), then every step does 2 gradient
+updates, so the learner's cost dominates both. The last line is
 ``ratio: <ours wall s per sim min> / <SB3 wall s per sim min>`` (1.0 would be no overhead).
 """
 
@@ -31,7 +32,7 @@ def _cfg(track: str, sim_s: float, ckpt_every_s: float):
     return load_config(RCCarConfig, "fastrlap", [
         f"env.track={track}", "env.length_m=55", "env.width_m=1.6", "env.smooth_m=0",
         f"practice.minutes={sim_s / 60}", f"practice.eval_every_min={1e6}",
-        f"practice.checkpoint_every_min={ckpt_every_s / 60}"], CONFIGS_DIR)
+        f"practice.checkpoint_every_min={ckpt_every_s / 60}", "sac.learning_starts=100"], CONFIGS_DIR)
 
 
 def run_ours(cfg) -> tuple[float, int, float]:
@@ -75,7 +76,7 @@ def run_sb3(cfg, steps: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--track", default="generated:1")
-    parser.add_argument("--sim-s", type=float, default=60.0, help="simulated seconds of practice")
+    parser.add_argument("--sim-s", type=float, default=120.0, help="simulated seconds of practice")
     parser.add_argument("--ckpt-every-s", type=float, default=30.0, help="checkpoint interval (simulated s)")
     args = parser.parse_args()
     cfg = _cfg(args.track, args.sim_s, args.ckpt_every_s)

@@ -94,7 +94,11 @@ def run_row(run_dir: Path, tracks: list[str], base: dict[str, dict]) -> dict[str
     laps = [r for r in read_metrics(run_dir) if "practice/lap_s" in r]
     faster = [r["practice/sim_min"] for r in laps
               if r["practice/lap_s"] < summary["demo_lap_s"] and r.get("practice/lap_crashes", 0) == 0]
-    row = {"demo lap": summary["demo_lap_s"], "faster than demo at (min)": faster[0] if faster else nan,
+    # ... and the first evaluation whose deterministic policy drove a clean lap faster than it.
+    evals = [e["practice_min"] for e in summary["evals"]
+             if e["det"]["best_lap_s"] is not None and e["det"]["best_lap_s"] < summary["demo_lap_s"]]
+    row = {"demo lap": summary["demo_lap_s"], "practice lap < demo at (min)": faster[0] if faster else nan,
+           "eval lap < demo at (min)": evals[0] if evals else nan,
            "practice crashes": summary["crashes"], "interventions": summary["interventions"]}
     for k, track in enumerate(tracks):
         where = "train" if k == 0 else "unseen"
@@ -125,7 +129,7 @@ def tables(rows: dict[str, dict[int, dict[str, float]]], tracks: list[str]) -> s
     lines = [f"Mean ± std over seeds {', '.join(map(str, seeds))}; training circuit {tracks[0]}, unseen "
              f"{tracks[1]}; laps in simulated seconds (best clean lap of {EVAL_LAPS}); 'faster than pursuit' is "
              "relative to the tuned pure-pursuit baseline's best lap on the same circuit.", ""]
-    for group in (cols[:4], [c for c in cols if c.startswith("train")], [c for c in cols if c.startswith("unseen")]):
+    for group in (cols[:5], [c for c in cols if c.startswith("train")], [c for c in cols if c.startswith("unseen")]):
         lines += ["| config | " + " | ".join(group) + " |", "|---" * (len(group) + 1) + "|"]
         for config, per_seed in rows.items():
             lines.append(f"| {config} | " + " | ".join(_fmt([per_seed[s][c] for s in seeds]) for c in group) + " |")
