@@ -16,7 +16,9 @@ Observation (state, float32): forward and lateral speed (m/s), yaw rate (rad/s),
 lateral acceleration (m/s^2), the applied steer and throttle, the next `n_lookahead` checkpoints
 in the car's frame (m / 5), and `n_rays` range rays over the front half-plane to the walls
 (fraction of `ray_range_m`). With ``image_size`` set, the observation is a dict with ``state``
-and ``image`` (the car's own camera, uint8 H x W x 3).
+and ``image`` (the car's own camera, uint8 H x W x 3). ``observation="onboard"`` keeps only what a real
+car measures in the state (`ONBOARD_STATE`: speed, yaw rate, accelerations, its last command) and needs
+the camera: a policy trained on it can drive the real car through `robot.deploy`.
 
 Reward (FastRLAP's shape): the car's velocity toward the next checkpoint (m/s), minus
 `crash_cost` on a crash. Checkpoints default to points every 2.5 m on the centre line; a learner
@@ -65,6 +67,9 @@ CAMERA_LINK = 5
 # through the two differentials this way.
 GEARS = ((9, 11, 1, -1), (10, 13, -1, -1), (9, 13, -1, -1), (16, 18, 1, -1), (16, 19, -1, -1),
          (17, 19, -1, -1), (1, 18, -1, 15), (3, 19, -1, 15))
+ONBOARD_STATE = ("v_fwd", "yaw_rate", "acc_x_div10", "acc_y_div10", "applied_steer", "applied_throttle")
+"""The state of ``observation="onboard"``: only what a real car measures (wheel speed, gyro, IMU) and its own
+last command; the track is seen through the camera image alone (no checkpoints, no range rays)."""
 WALL_HEIGHT = 0.2
 WALL_THICKNESS = 0.05
 
@@ -147,6 +152,7 @@ class RCCarEnv(gym.Env):
         n_rays: int = 9,
         ray_range_m: float = 5.0,
         image_size: int | None = None,
+        observation: str = "full",
         randomization: Randomization | dict | None = None,
         render_mode: str | None = None,
         render_size: tuple[int, int] = (320, 240),
@@ -176,12 +182,17 @@ class RCCarEnv(gym.Env):
         self.start_s, self.random_start = start_s, random_start
         self.n_lookahead, self.n_rays, self.ray_range = n_lookahead, n_rays, ray_range_m
         self.image_size = image_size
+        if observation not in ("full", "onboard"):
+            raise ValueError(f"RCCar-v0: observation must be 'full' or 'onboard', got {observation!r}")
+        if observation == "onboard" and not image_size:
+            raise ValueError("RCCar-v0: observation='onboard' needs image_size (the camera is how it sees the track)")
+        self.observation = observation
         self.randomization = (Randomization(**randomization) if isinstance(randomization, dict)
                               else randomization or Randomization())
         self.render_mode, self.render_size, self.gui = render_mode, render_size, gui
         self.metadata = {**self.metadata, "render_fps": int(round(control_hz))}
 
-        n_state = 7 + 2 * n_lookahead + n_rays
+        n_state = 7 + 2 * n_lookahead + n_rays if observation == "full" else len(ONBOARD_STATE)
         state_space = spaces.Box(-np.inf, np.inf, shape=(n_state,), dtype=np.float32)
         if image_size:
             self.observation_space = spaces.Dict({
@@ -577,8 +588,12 @@ class RCCarEnv(gym.Env):
         n = len(self.checkpoints)
         ahead = self.checkpoints[[(self._cp + k) % n for k in range(self.n_lookahead)], :2]
         local = ((ahead - self._pos) @ rot.T) / 5.0
-        state = np.concatenate([[self._v_fwd, self._v_lat, self._yaw_rate, self._acc[0] / 10, self._acc[1] / 10],
-                                self._applied, local.ravel(), self._rays()]).astype(np.float32)
+        if self.observation == "onboard":  # what a real car measures: wheel speed, gyro, IMU, its own command
+            state = np.array([self._v_fwd, self._yaw_rate, self._acc[0] / 10, self._acc[1] / 10, *self._applied],
+                             dtype=np.float32)
+        else:
+            state = np.concatenate([[self._v_fwd, self._v_lat, self._yaw_rate, self._acc[0] / 10, self._acc[1] / 10],
+                                    self._applied, local.ravel(), self._rays()]).astype(np.float32)
         if not self.image_size:
             return state
         link = self._p.getLinkState(self._car, CAMERA_LINK)

@@ -59,6 +59,9 @@ class EnvConfig:
     image_size: int = 0
     """Add the car camera's image (N x N) to the observation (0: state only): SB3's CNN trained end to end,
     or a frozen pretrained encoder with `encoder`."""
+    observation: str = choice("full", "full", "onboard")
+    """full: the simulator's state (checkpoints ahead, range rays, lateral speed); onboard: only what the real
+    car measures (speed, yaw rate, accelerations, its last command) plus the camera (needs image_size)."""
     encoder: str = ""
     """Folder of a pretrained image encoder (`rlab rccar encoder --out FOLDER`; needs image_size equal to
     its own): the policy sees its frozen features plus the state vector. No weights can be downloaded here,
@@ -67,6 +70,8 @@ class EnvConfig:
     def __post_init__(self) -> None:
         require(not self.encoder or self.image_size > 0, "env.encoder",
                 "needs env.image_size > 0 (the encoder reads the camera image)")
+        require(self.observation == "full" or self.image_size > 0, "env.observation",
+                "onboard needs env.image_size > 0 (the camera is how it sees the track)")
         for key in ("length_m", "width_m", "checkpoint_spacing_m", "checkpoint_radius_m"):
             require(getattr(self, key) > 0, f"env.{key}", "must be positive")
         require(self.crash_cost >= 0, "env.crash_cost", "must be >= 0")
@@ -83,7 +88,7 @@ class EnvConfig:
             on_infeasible=self.on_infeasible, smooth_m=self.smooth_m, checkpoints=checkpoints,
             checkpoint_spacing_m=self.checkpoint_spacing_m, checkpoint_radius_m=self.checkpoint_radius_m,
             control_hz=self.control_hz, crash_cost=self.crash_cost, reset_mode=reset_mode or self.reset_mode,
-            image_size=self.image_size or None, randomization={"enabled": self.randomize},
+            image_size=self.image_size or None, observation=self.observation, randomization={"enabled": self.randomize},
             render_mode="rgb_array" if render else None, **extra)
         if self.encoder:
             from robot.rccar.encoder import EncodedObservation

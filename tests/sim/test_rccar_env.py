@@ -372,3 +372,22 @@ def test_bad_track_source_is_named_in_the_error(source):
 def test_bad_reset_mode_raises_value_error(track):
     with pytest.raises(ValueError, match="reset_mode"):
         gym.make(ENV_ID, track=track, reset_mode="respawn")
+
+
+def test_onboard_observation_is_what_a_car_measures(make_env):
+    full = make_env(image_size=32)
+    onboard = make_env(image_size=32, observation="onboard")
+    f, _ = full.reset(seed=0)
+    o, _ = onboard.reset(seed=0)
+    action = np.array([0.2, 0.8], dtype=np.float32)
+    for _ in range(15):
+        f, *_ = full.step(action)
+        o, *_ = onboard.step(action)
+    assert onboard.observation_space.contains(o) and o["state"].shape == (6,)
+    # speed, yaw rate, accelerations and the applied action are the full state's entries 0, 2, 3, 4, 5, 6
+    np.testing.assert_allclose(o["state"], f["state"][[0, 2, 3, 4, 5, 6]], atol=1e-6)
+    np.testing.assert_array_equal(o["image"], f["image"])
+    with pytest.raises(ValueError, match="needs image_size"):
+        make_env(observation="onboard")
+    with pytest.raises(ValueError, match="observation must be"):
+        make_env(image_size=32, observation="lidar")
