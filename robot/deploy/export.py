@@ -32,8 +32,16 @@ The graph is stateless. ``RCCarEnv`` also rate-limits the *applied* action (at m
 control step, in normalised units) and feeds the applied action back as observation entries 5 and 6:
 the vehicle runtime must do the same (the metadata records ``max_delta``).
 
-Policies that see the camera (``env.image_size > 0``, with or without a frozen ``env.encoder``) are
-refused for now: their graph would need the image input and the encoder.
+Encoder runs (``env.encoder`` set: SAC trained on ``EncodedObservation``'s flat vector, the frozen
+encoder's features of the camera image followed by the state vector) export with a second input,
+``image``: uint8 ``[batch, H, W, 3]``, RGB, at the encoder's image size (``env.image_size``). The graph
+computes ``encoder(image / 255)`` (NCHW) from the run's own copy of the encoder (``<run>/encoder/``, else
+``env.encoder``), concatenates ``[features, observation]`` exactly as ``EncodedObservation`` does and goes
+on as above; the normalisation then covers that whole vector (``feature_dim + n_state`` entries, features
+first -- what a ``VecNormalize`` around the encoded env would see). The metadata's ``image`` entry says
+how the runtime must prepare the frame; ``observation`` keeps the layout of the state part only.
+Image policies without a frozen encoder (SB3's CNN trained end to end on the dict observation) are still
+refused.
 """
 
 from __future__ import annotations
@@ -57,6 +65,9 @@ FORMAT = "rlab-onnx-policy"
 FORMAT_VERSION = 1
 FINAL = "final"
 INPUT_NAME = "observation"
+IMAGE_INPUT_NAME = "image"
+IMAGE_RESIZE_RULE = ("the whole camera frame resized to width x height with cv2.INTER_AREA (no crop; the aspect ratio "
+                     "is not kept), converted to RGB (OpenCV's frames are BGR), uint8 0..255, channel-last")
 OUTPUT_NAMES = ("command", "action")
 ACTION_NAMES = ("steer", "throttle")
 COMMAND_NAMES = ("steer_rad", "throttle_fraction")
@@ -141,6 +152,21 @@ class PolicyGraph(nn.Module):
         return command, action
 
 
+class EncoderPolicyGraph(nn.Module):
+    """``PolicyGraph`` behind the frozen image encoder: forward(image uint8 [batch, H, W, 3] RGB, observation
+    float32 [batch, n_state]) -> ``policy([encoder(image / 255), observation])`` (``EncodedObservation``)."""
+
+    def __init__(self, encoder: nn.Module, policy: PolicyGraph) -> None:
+        super().__init__()
+        self.encoder = encoder.eval()
+        self.policy = policy
+
+    def forward(self, image: torch.Tensor, observation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = image.to(torch.float32).permute(0, 3, 1, 2) / 255.0
+        features = self.encoder(x)
+        return self.policy(torch.cat([features, observation.to(torch.float32)], dim=1))
+
+
 # ------------------------------------------------------------------------------------------ run
 
 
@@ -184,8 +210,12 @@ def env_params(env: dict) -> dict[str, Any]:
     return params
 
 
-def observation_layout(n_lookahead: int, n_rays: int, ray_range_m: float = 5.0) -> list[dict]:
-    """One entry per observation index (``RCCarEnv._obs``): name, unit, meaning."""
+def observation_layout(n_lookahead: int, n_rays: int, ray_range_m: float = 5.0,
+                       observation: str = "full") -> list[dict]:
+    """One entry per observation index (``RCCarEnv._obs``): name, unit, meaning. ``observation="onboard"``:
+    only `sim.rccar.ONBOARD_STATE` (what a real car measures), no checkpoints or rays."""
+    from sim.rccar import ONBOARD_STATE
+
     layout = [
         ("v_fwd", "m/s", "forward speed"),
         ("v_lat", "m/s", "lateral speed (left positive)"),
@@ -197,6 +227,10 @@ def observation_layout(n_lookahead: int, n_rays: int, ray_range_m: float = 5.0) 
         ("applied_throttle", "normalised [-1, 1]", "throttle applied last step (after the rate limit), before the "
                                                    "min_throttle..1 mapping"),
     ]
+    if observation == "onboard":
+        rows = {name: (name, unit, what) for name, unit, what in layout}
+        return [{"index": i, "name": n, "unit": rows[n][1], "description": rows[n][2]}
+                for i, n in enumerate(ONBOARD_STATE)]
     for k in range(n_lookahead):
         layout.append((f"checkpoint{k}_x_div5", "m / 5", f"checkpoint {k} ahead, car frame, x forward"))
         layout.append((f"checkpoint{k}_y_div5", "m / 5", f"checkpoint {k} ahead, car frame, y left"))
@@ -223,18 +257,40 @@ def load_run_policy(run_dir: Path) -> Any:
     return SAC.load(path, device="cpu")
 
 
-def _check_supported(run_dir: Path, env: dict, model: Any) -> int:
-    """The observation size of a state-only SAC policy with a 2-D Box action; `ExportError` otherwise."""
+def _encoder_folder(run_dir: Path, env: dict) -> Path | None:
+    """The encoder of an encoder run: the run's copy ``<run>/encoder/``, else ``env.encoder``; None for a run
+    without one; `ExportError` when the run names one that is gone."""
+    if not env.get("encoder"):
+        return None
+    for folder in (run_dir / "encoder", Path(str(env["encoder"]))):
+        if folder.is_dir():
+            return folder
+    raise ExportError(f"{run_dir}: trained with the image encoder env.encoder={env['encoder']!r}, but neither "
+                      f"{run_dir / 'encoder'} nor that folder exists (the graph needs the encoder's weights)")
+
+
+def _load_run_encoder(folder: Path, env: dict) -> Any:
+    """The run's frozen encoder (``robot.rccar.encoder.load_encoder``: eval mode, gradients off); its image
+    size must be the run's ``env.image_size``."""
+    from robot.rccar.encoder import load_encoder
+
+    try:
+        return load_encoder(folder, image_size=int(env["image_size"]) if env.get("image_size") else None)
+    except (FileNotFoundError, ValueError) as err:
+        raise ExportError(str(err)) from None
+
+
+def _check_supported(run_dir: Path, env: dict, model: Any, encoder: bool = False) -> int:
+    """The observation size of a SAC policy on a flat vector (the state, or with `encoder` the encoded image
+    and the state) with a 2-D Box action; `ExportError` otherwise."""
     from gymnasium import spaces
 
-    if env.get("encoder") or (run_dir / "encoder").is_dir():
-        raise ExportError(f"export of encoder policies is not supported yet: {run_dir} was trained on frozen "
-                          f"image-encoder features (env.encoder={env.get('encoder')!r}); the graph would need the "
-                          "camera image and the encoder")
     obs_space = model.observation_space
-    if env.get("image_size") or not isinstance(obs_space, spaces.Box) or len(obs_space.shape) != 1:
-        raise ExportError(f"export of image policies is not supported yet: {run_dir}'s policy observes {obs_space} "
-                          "(only the state vector can be exported)")
+    if ((env.get("image_size") and not encoder) or not isinstance(obs_space, spaces.Box)
+            or len(obs_space.shape) != 1):
+        raise ExportError(f"export of image policies without a frozen encoder is not supported: {run_dir}'s policy "
+                          f"observes {obs_space} (only the state vector, or env.encoder features + state, can be "
+                          "exported)")
     act_space = model.action_space
     if not isinstance(act_space, spaces.Box) or act_space.shape != (2,):
         raise ExportError(f"{run_dir}: expected a [steer, throttle] Box action, got {act_space}")
@@ -252,18 +308,24 @@ def build_policy_graph(model: Any, params: dict, normalization: ObsNormalization
                        params["max_steer"], params["min_throttle"]).eval()
 
 
-def export_graph(graph: nn.Module, n_obs: int, out: Path, opset: int = 17) -> Path:
-    """``torch.onnx.export`` with input ``observation`` float32 [batch, n_obs] and a dynamic batch axis.
+def export_graph(graph: nn.Module, n_obs: int, out: Path, opset: int = 17,
+                 image_hw: tuple[int, int] | None = None) -> Path:
+    """``torch.onnx.export`` with input ``observation`` float32 [batch, n_obs] and a dynamic batch axis;
+    with `image_hw` (an `EncoderPolicyGraph`) first input ``image`` uint8 [batch, H, W, 3].
 
     The TorchScript exporter (``dynamo=False``): the torch.export one needs onnxscript, which the lab
     does not install, and this graph (an MLP) gains nothing from it."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.zeros(1, n_obs, dtype=torch.float32)
-    axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
+    example: tuple[torch.Tensor, ...] = (torch.zeros(1, n_obs, dtype=torch.float32),)
+    inputs = [INPUT_NAME]
+    if image_hw is not None:
+        example = (torch.zeros(1, *image_hw, 3, dtype=torch.uint8), *example)
+        inputs = [IMAGE_INPUT_NAME, *inputs]
+    axes = {name: {0: "batch"} for name in (*inputs, *OUTPUT_NAMES)}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", DeprecationWarning)  # "legacy TorchScript-based ONNX export"
-        torch.onnx.export(graph, (example,), str(out), dynamo=False, input_names=[INPUT_NAME],
+        torch.onnx.export(graph, example, str(out), dynamo=False, input_names=inputs,
                           output_names=list(OUTPUT_NAMES), dynamic_axes=axes, opset_version=opset,
                           do_constant_folding=True)
     import onnx
@@ -272,19 +334,39 @@ def export_graph(graph: nn.Module, n_obs: int, out: Path, opset: int = 17) -> Pa
     return out
 
 
-def _parity(onnx_path: Path, model: Any, n_obs: int, norm: ObsNormalization | None) -> dict | None:
+@torch.no_grad()
+def encode_images(encoder: nn.Module, images: np.ndarray) -> np.ndarray:
+    """``EncodedObservation``'s features of (n, H, W, 3) uint8 RGB images, one image at a time as it does."""
+    out = [encoder(torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None].float() / 255.0)[0].numpy()
+           for im in np.asarray(images)]
+    return np.asarray(out, dtype=np.float32)
+
+
+def _parity(onnx_path: Path, model: Any, n_obs: int, norm: ObsNormalization | None,
+            encoder: nn.Module | None = None) -> dict | None:
     """Largest |ONNX action - model.predict(deterministic=True)| on random observations (identity
-    normalisation only: with statistics, predict would see unnormalised inputs); None without onnxruntime."""
+    normalisation only: with statistics, predict would see unnormalised inputs); None without onnxruntime.
+    With `encoder`: random images and states, predict on ``[encode_images(images), states]``."""
     try:
         import onnxruntime as ort
     except ImportError:
         return None
     rng = np.random.default_rng(0)
+    feed: dict[str, np.ndarray] = {}
+    n_features = 0
+    if encoder is not None:
+        size = int(encoder.image_size)
+        images = rng.integers(0, 256, size=(PARITY_SAMPLES, size, size, 3), dtype=np.uint8)
+        feed[IMAGE_INPUT_NAME] = images
+        n_features = int(encoder.feature_dim)
     obs = rng.normal(0.0, 2.0, size=(PARITY_SAMPLES, n_obs)).astype(np.float32)
     if norm is not None:
-        obs = obs * norm.std + norm.mean
+        obs = (obs * norm.std + norm.mean).astype(np.float32)
+    if encoder is not None:
+        obs[:, :n_features] = encode_images(encoder, images)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    _, action = session.run(list(OUTPUT_NAMES), {INPUT_NAME: obs})
+    feed[INPUT_NAME] = obs[:, n_features:]
+    _, action = session.run(list(OUTPUT_NAMES), feed)
     normed = obs if norm is None else np.clip((obs - norm.mean) / norm.std, -norm.clip, norm.clip)
     expected = np.clip(model.predict(normed, deterministic=True)[0], -1.0, 1.0)
     diff = float(np.max(np.abs(action - expected)))
@@ -324,43 +406,74 @@ def export_onnx(run_dir: Path, out: Path, opset: int = 17, *,
     run_dir, out = Path(run_dir), Path(out)
     model = load_run_policy(run_dir)
     env = env_section(run_dir)
-    n_obs = _check_supported(run_dir, env, model)
+    encoder_dir = _encoder_folder(run_dir, env)
+    n_obs = _check_supported(run_dir, env, model, encoder=encoder_dir is not None)
+    encoder = _load_run_encoder(encoder_dir, env) if encoder_dir is not None else None
+    n_features = int(encoder.feature_dim) if encoder is not None else 0
     params = env_params(env)
-    expected = 7 + 2 * params["n_lookahead"] + params["n_rays"]
-    if n_obs != expected:
-        raise ExportError(f"{run_dir}: the policy observes {n_obs} values, but the env layout (7 + 2 x n_lookahead "
-                          f"{params['n_lookahead']} + n_rays {params['n_rays']}) has {expected}")
-    graph = build_policy_graph(model, params, normalization)
-    onnx_path = export_graph(graph, n_obs, out, opset)
-    parity = _parity(onnx_path, model, n_obs, normalization.checked(n_obs) if normalization else None)
-    meta = _metadata(run_dir, onnx_path, opset, env, params, graph, model, parity)
+    mode = env.get("observation", "full")
+    expected = len(observation_layout(params["n_lookahead"], params["n_rays"], observation=mode))
+    if n_obs != n_features + expected:
+        with_features = f"{n_features} encoder features + " if encoder is not None else ""
+        raise ExportError(f"{run_dir}: the policy observes {n_obs} values, but {with_features}the env's "
+                          f"{mode} layout (n_lookahead {params['n_lookahead']}, n_rays {params['n_rays']}) has "
+                          f"{n_features + expected}")
+    policy_graph = build_policy_graph(model, params, normalization)
+    if encoder is None:
+        graph: nn.Module = policy_graph
+        onnx_path = export_graph(graph, n_obs, out, opset)
+    else:
+        graph = EncoderPolicyGraph(encoder, policy_graph).eval()
+        size = int(encoder.image_size)
+        onnx_path = export_graph(graph, expected, out, opset, image_hw=(size, size))
+    parity = _parity(onnx_path, model, n_obs, normalization.checked(n_obs) if normalization else None, encoder)
+    meta = _metadata(run_dir, onnx_path, opset, env, params, policy_graph, model, parity,
+                     encoder=encoder, encoder_dir=encoder_dir)
     meta_path = metadata_path(onnx_path)
     meta_path.write_text(json.dumps(meta, indent=1, default=str) + "\n")
     return onnx_path, meta_path
 
 
 def _metadata(run_dir: Path, onnx_path: Path, opset: int, env: dict, params: dict, graph: PolicyGraph, model: Any,
-              parity: dict | None) -> dict:
-    n_obs = int(graph.obs_mean.shape[0])
+              parity: dict | None, *, encoder: nn.Module | None = None, encoder_dir: Path | None = None) -> dict:
+    n_features = int(encoder.feature_dim) if encoder is not None else 0
+    n_obs = int(graph.obs_mean.shape[0]) - n_features  # the state part
     max_steer, min_throttle = params["max_steer"], params["min_throttle"]
     policy_json = run_dir / FINAL / "policy.json"
     policy_meta = _read_json(policy_json) if policy_json.is_file() else {}
+    inputs = [{"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", n_obs]}]
+    extra: dict[str, Any] = {}
+    normalization_scope = "observation"
+    if encoder is not None:
+        size = int(encoder.image_size)
+        inputs.insert(0, {"name": IMAGE_INPUT_NAME, "dtype": "uint8", "shape": ["batch", size, size, 3]})
+        extra["image"] = {
+            "input": IMAGE_INPUT_NAME, "height": size, "width": size, "channels": 3, "dtype": "uint8",
+            "color_order": "RGB", "layout": "NHWC", "range": [0, 255], "resize": IMAGE_RESIZE_RULE,
+            "encoder": {**encoder.config(), "channels": list(encoder.channels), "folder": str(encoder_dir),
+                        "in_graph": "features = encoder(image / 255, NCHW); policy input = [features, observation]"},
+        }
+        normalization_scope = (f"the policy input [encoder features ({n_features}), observation ({n_obs})], "
+                               "features first")
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "onnx": {
             "file": onnx_path.name, "sha256": _sha256(onnx_path), "opset": opset,
-            "inputs": [{"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", n_obs]}],
+            "inputs": inputs,
             "outputs": [{"name": "command", "dtype": "float32", "shape": ["batch", 2], "names": list(COMMAND_NAMES)},
                         {"name": "action", "dtype": "float32", "shape": ["batch", 2], "names": list(ACTION_NAMES)}],
         },
         "observation": {
             "size": n_obs,
-            "layout": observation_layout(params["n_lookahead"], params["n_rays"], params["ray_range_m"]),
+            "layout": observation_layout(params["n_lookahead"], params["n_rays"], params["ray_range_m"],
+                                         env.get("observation", "full")),
             "normalization": {"formula": "clip((observation - mean) / std, -clip, clip), inside the graph",
+                              "applies_to": normalization_scope,
                               "mean": graph.obs_mean.tolist(), "std": graph.obs_std.tolist(),
                               "clip": float(graph.obs_clip)},
         },
+        **extra,
         "action": {
             "names": list(ACTION_NAMES), "low": [-1.0, -1.0], "high": [1.0, 1.0], "unit": "normalised",
             "policy_space_low": graph.action_low.tolist(), "policy_space_high": graph.action_high.tolist(),

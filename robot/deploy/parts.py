@@ -7,6 +7,7 @@ an error, an e-stop or Ctrl-C). Per tick the loop calls, in order::
     readings = Sensors.run(tick)                       # vehicle telemetry (+ camera frame)
     obs      = ObservationBuilder.run(readings)        # float32 [n_obs], by name from the metadata layout
     out      = OnnxPolicy.run(obs)                     # PolicyOutput(command, action, inference_s)
+               OnnxPolicy.run(obs, readings.get("image"))   # a policy that sees the camera (ImageSpec)
     decision = Safety.run(tick, obs, out, readings, policy_latency_s)   # robot.deploy.safety
     Actuators.run(decision)                            # vehicle.write(decision.command)
 
@@ -146,12 +147,45 @@ def _floats(value: Any, n: int, what: str, where: str) -> tuple[float, ...]:
 
 
 @dataclass(frozen=True)
+class ImageSpec:
+    """The metadata's ``image`` entry (policies exported with an image encoder): the ONNX input ``input``
+    takes uint8 ``[batch, height, width, channels]`` in ``color_order`` (RGB), the whole frame resized with
+    cv2.INTER_AREA (``resize``)."""
+
+    input: str = "image"
+    height: int = 0
+    width: int = 0
+    channels: int = 3
+    dtype: str = "uint8"
+    color_order: str = "RGB"
+    resize: str = ""
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str) -> ImageSpec:
+        if not isinstance(data, Mapping):
+            raise MetadataError(f"{source}: image must be an object (input, height, width, channels, ...)")
+        try:
+            spec = cls(input=str(data.get("input", "image")), height=int(data["height"]), width=int(data["width"]),
+                       channels=int(data.get("channels", 3)), dtype=str(data.get("dtype", "uint8")),
+                       color_order=str(data.get("color_order", "RGB")).upper(), resize=str(data.get("resize", "")))
+        except (KeyError, TypeError, ValueError) as err:
+            raise MetadataError(f"{source}: image needs integer height and width "
+                                f"({type(err).__name__}: {err})") from None
+        if spec.height < 1 or spec.width < 1 or spec.channels != 3 or spec.dtype != "uint8" or \
+                spec.color_order not in ("RGB", "BGR"):
+            raise MetadataError(f"{source}: unsupported image entry {dict(data)} (the runtime feeds uint8 "
+                                "height x width x 3 frames, RGB or BGR)")
+        return spec
+
+
+@dataclass(frozen=True)
 class PolicyMetadata:
     """What the runtime needs from the exporter's metadata JSON (the rest is kept in ``raw``).
 
     ``command_low``/``command_high``: the limits of the ``command`` output in its units (rad, fraction);
     ``max_delta``: the training env's rate limit per control step in normalised action units (None if not
-    recorded); ``control_hz``: the control rate the policy was trained at.
+    recorded); ``control_hz``: the control rate the policy was trained at; ``image``: the camera input of a
+    policy exported with an image encoder (None: the policy sees the state vector only).
     """
 
     observation_names: tuple[str, ...]
@@ -162,6 +196,7 @@ class PolicyMetadata:
     action_names: tuple[str, ...] = ("steer", "throttle")
     max_delta: tuple[float, float] | None = None
     control_hz: float | None = None
+    image: ImageSpec | None = None
     source: str = "<dict>"
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -206,6 +241,7 @@ class PolicyMetadata:
             action_names=tuple(action.get("names", cls.action_names)),
             max_delta=None if max_delta is None else _floats(max_delta, 2, "action.max_delta_per_step", source),
             control_hz=None if control_hz is None else float(control_hz),
+            image=None if data.get("image") is None else ImageSpec.from_dict(data["image"], source),
             source=source, raw=dict(data))
 
     def to_normalised(self, command: Any) -> np.ndarray:
@@ -338,6 +374,10 @@ class Camera:
 class Sensors:
     """Reads the vehicle (``vehicle.read()``) and, with a camera, one frame per tick into ``"image"``.
 
+    A vehicle that provides ``"image"`` itself (a simulator rendering the car's camera: RGB) takes precedence:
+    its frame is kept and the camera's is not read into the readings (``image_source`` says which is used;
+    the camera's frames are OpenCV's BGR).
+
     The vehicle is started here (``start()``) and closed by ``Actuators.shutdown()`` (after neutral)."""
 
     name = "sensors"
@@ -352,6 +392,13 @@ class Sensors:
         extra = {"image"} if self.camera is not None else set()
         return frozenset(self.vehicle.provides) | extra
 
+    @property
+    def image_source(self) -> str | None:
+        """``"vehicle"`` (its "image" reading, RGB), ``"camera"`` (OpenCV frames, BGR) or None."""
+        if "image" in self.vehicle.provides:
+            return "vehicle"
+        return "camera" if self.camera is not None else None
+
     def start(self) -> None:
         self.vehicle.start()
         if self.camera is not None:
@@ -359,7 +406,7 @@ class Sensors:
 
     def run(self, tick: int) -> Readings:
         readings = dict(self.vehicle.read())
-        if self.camera is not None:
+        if self.camera is not None and "image" not in self.vehicle.provides:
             frame = self.camera.read()
             if frame is None:
                 self.ticks_without_frame += 1
@@ -493,10 +540,19 @@ class PolicyOutput:
 
 class OnnxPolicy:
     """An ONNX policy on onnxruntime (one thread, sequential execution, CPU unless ``providers``):
-    input ``observation`` float32 [batch, n_obs], outputs ``command`` (and ``action`` if present)."""
+    input ``observation`` float32 [batch, n_obs], outputs ``command`` (and ``action`` if present).
+
+    A policy exported with an image encoder also has input ``image`` uint8 [batch, H, W, 3] (``image_input``
+    names it, ``image_hw`` is (H, W)); ``run(obs, frame)`` feeds it the newest frame: resized to W x H with
+    cv2.INTER_AREA (whole frame, no crop) and converted BGR -> RGB when ``image_bgr`` (frames from the
+    ``Camera`` part, i.e. OpenCV; the drive loop sets it from ``Sensors.image_source``; a vehicle's own
+    "image" reading is RGB). Ticks without a new frame reuse the last one; before the first frame the
+    command is NaN, which the safety layer turns into neutral (``non_finite_action``).
+    ``image_order`` is the colour order the graph expects (the metadata's ``image.color_order``, RGB)."""
 
     name = "policy"
     INPUT = "observation"
+    IMAGE_INPUT = "image"
 
     def __init__(self, path: str | Path, *, providers: list[str] | None = None, threads: int = 1,
                  warmup: int = 3):
@@ -523,16 +579,70 @@ class OnnxPolicy:
         self.n_obs: int | None = shape[-1] if len(shape) == 2 and isinstance(shape[-1], int) else None
         self.output_names = ["command"] + (["action"] if "action" in outputs else [])
         self.last_inference_s: float | None = None
+        self.image_input: str | None = None
+        self.image_hw: tuple[int, int] | None = None
+        self.image_bgr = True  # frames arrive as OpenCV's BGR (the Camera part); the loop sets it
+        self.image_order = "RGB"
+        self._image: np.ndarray | None = None
+        self.frames_used = 0
+        if self.IMAGE_INPUT in inputs:
+            ishape = inputs[self.IMAGE_INPUT].shape
+            if len(ishape) != 4 or not all(isinstance(d, int) for d in ishape[1:]) or ishape[3] != 3:
+                raise PolicyError(f"{self.path}: input 'image' must be uint8 [batch, H, W, 3] with fixed H, W; "
+                                  f"got shape {ishape}")
+            self.image_input, self.image_hw = self.IMAGE_INPUT, (int(ishape[1]), int(ishape[2]))
+        extra = sorted(set(inputs) - {self.INPUT, self.IMAGE_INPUT})
+        if extra:
+            raise PolicyError(f"{self.path}: unexpected inputs {extra} (the runtime feeds 'observation' and 'image')")
+
+    def configure_image(self, *, bgr: bool, spec: Any = None) -> None:
+        """Where frames come from (``bgr``: OpenCV) and the metadata's ``ImageSpec`` (checked against the
+        graph's input); raises ``PolicyError`` on a mismatch."""
+        self.image_bgr = bool(bgr)
+        if spec is not None and self.image_hw is not None:
+            if (spec.height, spec.width) != self.image_hw:
+                raise PolicyError(f"{self.path}: the metadata's image is {spec.height}x{spec.width} but the graph's "
+                                  f"input is {self.image_hw[0]}x{self.image_hw[1]}")
+            self.image_order = spec.color_order
+
+    def prepare_image(self, frame: np.ndarray) -> np.ndarray:
+        """A frame (H' x W' x 3 uint8) -> [1, H, W, 3] uint8 in the graph's colour order."""
+        import cv2
+
+        assert self.image_hw is not None
+        img = np.asarray(frame)
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise DeployError(f"camera frame must be H x W x 3, got shape {img.shape}")
+        if img.dtype != np.uint8:
+            img = np.clip(img, 0, 255).astype(np.uint8)
+        h, w = self.image_hw
+        if img.shape[:2] != (h, w):
+            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+        if self.image_bgr != (self.image_order == "BGR"):
+            img = img[:, :, ::-1]
+        return np.ascontiguousarray(img)[None]
 
     def start(self) -> None:
         if self.n_obs is not None:
             for _ in range(self.warmup):  # the first runs allocate; keep them out of the first ticks
-                self.run(np.zeros(self.n_obs, dtype=np.float32))
+                feed = {self.INPUT: np.zeros((1, self.n_obs), dtype=np.float32)}
+                if self.image_hw is not None:
+                    feed[self.IMAGE_INPUT] = np.zeros((1, *self.image_hw, 3), dtype=np.uint8)
+                self.session.run(self.output_names, feed)
 
-    def run(self, obs: np.ndarray) -> PolicyOutput:
+    def run(self, obs: np.ndarray, image: np.ndarray | None = None) -> PolicyOutput:
         x = np.asarray(obs, dtype=np.float32).reshape(1, -1)
+        feed = {self.INPUT: x}
+        if self.image_input is not None:
+            if image is not None:
+                self._image = self.prepare_image(image)
+                self.frames_used += 1
+            if self._image is None:  # no frame yet: NaN -> the safety layer holds neutral
+                nan = np.full(2, np.nan)
+                return PolicyOutput(nan, nan.copy() if "action" in self.output_names else None, 0.0)
+            feed[self.IMAGE_INPUT] = self._image
         t0 = time.perf_counter()
-        result = self.session.run(self.output_names, {self.INPUT: x})
+        result = self.session.run(self.output_names, feed)
         dt = time.perf_counter() - t0
         self.last_inference_s = dt
         command = np.asarray(result[0], dtype=np.float64).reshape(-1)

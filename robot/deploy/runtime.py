@@ -9,7 +9,9 @@
 ``DriveLoop.run()``:
 
 * starts the log, checks the observation layout against what the vehicle provides (an error naming
-  every missing field), starts the parts (the vehicle connects; the policy warms up);
+  every missing field) and, for a policy that sees the camera (an ``image`` input, exported with an image
+  encoder), that a camera or a vehicle "image" reading feeds it (the vehicle's takes precedence, see
+  ``Sensors``); starts the parts (the vehicle connects; the policy warms up);
 * ticks on a fixed schedule ``t0 + k / rate_hz`` (``perf_counter``; sleeps to the next slot; a tick late
   by more than a period skips the missed slots instead of bursting, so the schedule never drifts);
   records per tick the period, jitter (period - nominal), policy latency and end-to-end latency (from
@@ -178,9 +180,31 @@ class DriveLoop:
             raise PartError("policy", "start", DeployError(
                 f"the ONNX input has {n_obs} observation entries but the metadata layout has "
                 f"{self.observer.metadata.n_obs} ({self.observer.metadata.source})"))
+        self._check_image_source()
         for part in self.parts:
             self._started.append(part)  # attempted: a part that failed half-way (camera after vehicle) counts
             self._call(part, getattr(part, "start", _noop), "start", None)
+
+    def _check_image_source(self) -> None:
+        """A policy with an image input needs a frame source; tell it whether frames are OpenCV's BGR."""
+        meta_image = self.observer.metadata.image
+        image_input = getattr(self.policy, "image_input", None)
+        if meta_image is None and image_input is None:
+            return
+        if (meta_image is None) != (image_input is None) and hasattr(self.policy, "image_input"):
+            which = "has an 'image' input but the metadata no image entry" if image_input else \
+                "has no 'image' input but the metadata has an image entry"
+            raise PartError("policy", "start", DeployError(
+                f"the ONNX policy {which} ({self.observer.metadata.source}): re-export the policy"))
+        source = self.sensors.image_source
+        if source is None:
+            size = f"{meta_image.height}x{meta_image.width} " if meta_image is not None else ""
+            raise PartError("sensors", "start", DeployError(
+                f"the policy sees the camera ({size}RGB image input) but nothing provides an image: give a camera "
+                "(camera=... / --camera 0) or a vehicle that provides 'image'"))
+        configure = getattr(self.policy, "configure_image", None)
+        if configure is not None:
+            self._call(self.policy, lambda: configure(bgr=source == "camera", spec=meta_image), "start", None)
 
     def _loop(self) -> str:
         period = self.period
@@ -225,7 +249,10 @@ class DriveLoop:
         readings["applied_command"] = self._applied.copy()
         obs = self._call(self.observer, self.observer.run, "run", tick, readings)
         t_policy = time.perf_counter()
-        out = self._call(self.policy, self.policy.run, "run", tick, obs)
+        if getattr(self.policy, "image_input", None):
+            out = self._call(self.policy, self.policy.run, "run", tick, obs, readings.get("image"))
+        else:
+            out = self._call(self.policy, self.policy.run, "run", tick, obs)
         policy_latency = time.perf_counter() - t_policy
         decision = self._call(self.safety, self.safety.run, "run", tick, tick, obs, out, readings, policy_latency)
         self._call(self.actuators, self.actuators.run, "run", tick, decision)

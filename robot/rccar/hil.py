@@ -72,12 +72,13 @@ def state_layout_names(n_lookahead: int = 3, n_rays: int = 9) -> list[str]:
 
 
 def _env_config(env: Mapping[str, Any], track: str | None) -> Any:
-    """The run's ``EnvConfig`` (state only: the exporter refuses image policies), ``track`` overriding."""
+    """The run's ``EnvConfig``, ``track`` overriding. No encoder: the vehicle hands the policy the raw camera
+    image (an exported image policy has its encoder in the graph)."""
     from robot.rccar.track import EnvConfig
 
     fields = {f.name for f in dataclasses.fields(EnvConfig)}
     kwargs = {k: v for k, v in env.items() if k in fields}
-    kwargs.update(image_size=0, encoder="")
+    kwargs.update(encoder="")
     if track:
         kwargs["track"] = track
     return EnvConfig(**kwargs)
@@ -103,7 +104,12 @@ class SimVehicle(Vehicle):
         self.env_params = {k: v for k, v in dict(env_params or {}).items() if k in ENV_EXTRA}
         n_lookahead = int(self.env_params.get("n_lookahead", 3))
         n_rays = int(self.env_params.get("n_rays", 9))
-        self.state_names = state_layout_names(n_lookahead, n_rays)
+        if self.cfg.observation == "onboard":
+            from sim.rccar import ONBOARD_STATE
+
+            self.state_names = list(ONBOARD_STATE)
+        else:
+            self.state_names = state_layout_names(n_lookahead, n_rays)
         self.layout = list(layout) if layout is not None else list(self.state_names)
         if self.layout != self.state_names:
             raise VehicleError(
@@ -113,6 +119,9 @@ class SimVehicle(Vehicle):
                 "vector by index")
         self.index = {name: i for i, name in enumerate(self.state_names)}
         self.provides = frozenset(self.layout) | frozenset(VEHICLE_READINGS) | frozenset(SIM_READINGS)
+        if self.cfg.image_size:  # the car's own camera, RGB uint8 N x N (the runtime prefers it to --camera)
+            self.provides |= {"image"}
+        self._image: np.ndarray | None = None
         self.run_dir = Path(run_dir) if run_dir else None
         self.run_track = run_track if run_track is not None else self.env_section.get("track")
         self.reset_mode, self.seed, self._make_env = reset_mode, seed, make_env
@@ -190,6 +199,7 @@ class SimVehicle(Vehicle):
         except (ValueError, FileNotFoundError, KeyError) as err:
             raise VehicleError(f"cannot build the simulator on track {self.track_name!r}: "
                                f"{type(err).__name__}: {err}") from err
+        obs = self._split(obs)
         n = len(self.state_names)
         if np.shape(obs) != (n,):
             raise VehicleError(f"the env's observation has shape {np.shape(obs)}, the layout {n} entries")
@@ -210,6 +220,13 @@ class SimVehicle(Vehicle):
         except (AttributeError, TypeError, IndexError):
             return float(self._obs[self.index["v_fwd"]])
 
+    def _split(self, obs: Any) -> Any:
+        """The state vector of an observation; a camera image (dict observation) is kept for `read`."""
+        if isinstance(obs, dict):
+            self._image = obs["image"]
+            return obs["state"]
+        return obs
+
     def read(self) -> dict[str, float | np.ndarray]:
         self._require_env()
         obs, info, ix = self._obs, self._info, self.index
@@ -224,6 +241,8 @@ class SimVehicle(Vehicle):
             sim_time_s=float(info.get("sim_time_s", math.nan)), reward=self._reward, laps=float(len(laps)),
             lap_time_s=float(laps[-1][0]) if laps else math.nan, crash=1.0 if self._crash else 0.0,
             crashes=float(self.crashes), stuck_resets=float(self.stuck_resets))
+        if self._image is not None:
+            readings["image"] = self._image
         return readings
 
     def to_action(self, command: Any) -> np.ndarray:
@@ -252,7 +271,7 @@ class SimVehicle(Vehicle):
             self.stuck_resets += 1
         if terminated or truncated:  # not fresh: laps keep counting across the reset
             obs, info = env.reset()
-        self._obs, self._info = np.asarray(obs, dtype=np.float64), dict(info)
+        self._obs, self._info = np.asarray(self._split(obs), dtype=np.float64), dict(info)
         self.laps = list(env.unwrapped.lap_times)
 
     def neutral(self) -> None:

@@ -43,7 +43,10 @@ def test_collect_images_shape_and_variety(images):
     assert images.shape == (32, SIZE, SIZE, 3) and images.dtype == np.uint8
     flat = images.reshape(len(images), -1).astype(np.float64)
     assert len({img.tobytes() for img in images}) >= 28  # not one view repeated
-    assert flat.std(axis=0).mean() > 10  # pixels change across the drive (walls, turns, off-centre views)
+    # Pixels change across the drive: most of a frame is sky and grey track (small changes with the car's
+    # pitch and the ground texture), but where the walls come and go (turns, off-centre views) they change a lot.
+    spread = flat.std(axis=0)
+    assert spread.mean() > 4 and np.percentile(spread, 99) > 50
 
 
 def test_collect_images_needs_a_camera():
