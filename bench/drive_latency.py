@@ -22,21 +22,20 @@ and the share of the pinned core that other processes used during the runs are p
   ``drive.jsonl``, frames and ``summary.json`` in a temporary folder (``--keep-logs DIR`` keeps them);
 * the default ``SafetyConfig`` (deadline 0.8 periods, throttle cap 0.3, rate limit from the metadata).
 
-The image policy. ``OnnxPolicy`` (robot/deploy/parts.py) feeds a single input, ``observation`` float32
-[batch, n_obs], filled by ``ObservationBuilder`` from scalar readings; the camera frame reaches the
-readings (and the log) but no policy input, and ``rlab export`` refuses image policies. So the runtime
-does not run image policies yet, and this bench measures three things:
+The policies, both driven by the runtime as it is (``build(policy_path, vehicle, camera=Camera(...))``:
+its own ``OnnxPolicy``, ``Sensors``, ``ObservationBuilder``, safety and log; no bench-only parts):
 
-1. ``runtime, image policy``: a two-input ONNX graph (``observation`` + ``image`` uint8 [batch, 64, 64, 3])
-   the size of SB3's SAC ``MultiInputPolicy`` actor for ``{"image": 64x64x3, "state"}`` -- SB3's NatureCNN
-   with 256 features (its ``CombinedExtractor`` default) on the image, concatenated with the state, an
-   MLP [256, 256], tanh, and the exporter's unscaling/clipping tail -- with random weights, driven by the
-   real loop, parts, safety, serial vehicle and log, through a bench-only adapter: the camera part
-   resizes each frame to 64x64 (``cv2.INTER_AREA``; in the sensor read, so in the end-to-end latency) and
-   an ``OnnxPolicy`` subclass feeds it as the ``image`` input. The targets are checked on this run;
-2. ``runtime, state policy``: the largest policy the runtime supports as it is -- the ``rlab export``
-   graph (``robot.deploy.export.PolicyGraph``: normalisation, SAC actor [256, 256], tanh, unscaling,
-   clipping, the non-finite fallback), same vehicle, camera and log;
+1. ``runtime, image policy``: an ONNX graph with inputs ``image`` uint8 [batch, 64, 64, 3] RGB and
+   ``observation``, the size of SB3's SAC ``MultiInputPolicy`` actor for ``{"image": 64x64x3, "state"}``
+   -- SB3's NatureCNN with 256 features (its ``CombinedExtractor`` default) on the image, concatenated with
+   the state, an MLP [256, 256], tanh, and the exporter's unscaling/clipping tail -- with random weights.
+   Its metadata carries the ``image`` entry and ``onnx.inputs`` as ``rlab export`` writes them for encoder
+   policies (``robot.deploy.export._metadata``), so the loop checks the camera feeds it and ``OnnxPolicy``
+   feeds the newest camera frame, resized to 64x64 with ``cv2.INTER_AREA`` and converted BGR -> RGB -- in
+   the policy part, so in the policy latency (and the end-to-end latency). The targets are checked on this run;
+2. ``runtime, state policy``: the ``rlab export`` graph of a state-only policy
+   (``robot.deploy.export.PolicyGraph``: normalisation, SAC actor [256, 256], tanh, unscaling, clipping, the
+   non-finite fallback), same vehicle, camera and log (the frame is read and logged, no policy input);
 3. ``image policy alone``: the image graph (CNN + MLP)'s ``onnxruntime`` latency back-to-back (``--cnn-calls`` calls,
    one thread), no loop.
 
@@ -52,8 +51,8 @@ COMMAND frame to the kernel). Jitter is reported as |jitter| (the summary's ``ji
 signed: a late tick gives +d then -d), and the 2 ms target is checked on the p99 of |jitter|.
 
 Peer (the ratio line): the same image policy graph in a bare Python loop paced with ``time.sleep`` on the
-same fixed schedule (``t0 + k / rate``, missed slots skipped), fed pre-resized frames from memory: no
-serial link, no camera decode, no safety, no log. The last line is ``ratio: <runtime p99 |jitter|> /
+same fixed schedule (``t0 + k / rate``, missed slots skipped), fed pre-resized RGB frames from memory: no
+serial link, no camera decode, no resize, no safety, no log. The last line is ``ratio: <runtime p99 |jitter|> /
 <bare loop p99 |jitter|>`` -- how much the runtime's parts and threads add to the timing noise of the
 same work under the same sleep-based pacing.
 """
@@ -92,7 +91,8 @@ OBS_NAMES = ("v_fwd", "yaw_rate", "acc_x_div10", "acc_y_div10", "acc_z_div10", "
 
 
 def build_policies(folder: Path, rate_hz: float, opset: int = 17) -> tuple[Path, Path, dict]:
-    """The image policy (two inputs) and the exporter's state policy, as ONNX + ``<file>.json`` metadata."""
+    """The image policy (inputs ``image`` + ``observation``) and the exporter's state policy, as ONNX +
+    ``<file>.json`` metadata."""
     import torch
     from gymnasium import spaces
     from stable_baselines3.common.torch_layers import NatureCNN
@@ -131,7 +131,7 @@ def build_policies(folder: Path, rate_hz: float, opset: int = 17) -> tuple[Path,
     class ImageGraph(PolicyGraph):
         """PolicyGraph's normalisation and tail; the actor sees NatureCNN(image / 255) ++ state."""
 
-        def forward(self, observation: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def forward(self, image: torch.Tensor, observation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             x = (observation - self.obs_mean) / self.obs_std
             x = torch.minimum(torch.maximum(x, -self.obs_clip), self.obs_clip)
             pixels = image.permute(0, 3, 1, 2).float() / 255.0
@@ -150,8 +150,8 @@ def build_policies(folder: Path, rate_hz: float, opset: int = 17) -> tuple[Path,
 
     image_graph = ImageGraph(ImageActor(), norm, low, high, MAX_STEER, MIN_THROTTLE).eval()
     image_path = folder / "image.onnx"
-    example = (torch.zeros(1, n_obs), torch.zeros(1, IMAGE, IMAGE, 3, dtype=torch.uint8))
-    names = ("observation", "image", "command", "action")
+    example = (torch.zeros(1, IMAGE, IMAGE, 3, dtype=torch.uint8), torch.zeros(1, n_obs))
+    names = ("image", "observation", "command", "action")  # export_graph's order: image first
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(image_graph, example, str(image_path), dynamo=False, input_names=list(names[:2]),
@@ -178,12 +178,22 @@ def _nature_cnn_macs(size: int) -> int:
 
 
 def _write_metadata(onnx_path: Path, rate_hz: float, opset: int, *, image: bool, params: int) -> None:
-    """Metadata in robot.deploy.export's format (``rlab-onnx-policy`` v1); the image input is listed extra."""
+    """Metadata in robot.deploy.export's format (``rlab-onnx-policy`` v1); with `image`, the ``image`` entry
+    and the ``image`` input as ``robot.deploy.export._metadata`` writes them for encoder policies."""
+    from robot.deploy.export import IMAGE_INPUT_NAME, IMAGE_RESIZE_RULE
+
     n_obs = len(OBS_NAMES)
     inputs = [{"name": "observation", "dtype": "float32", "shape": ["batch", n_obs]}]
+    extra: dict = {}
     if image:
-        inputs.append({"name": "image", "dtype": "uint8", "shape": ["batch", IMAGE, IMAGE, 3],
-                       "note": "camera frame (BGR) resized to 64x64; not fed by robot.deploy's OnnxPolicy"})
+        inputs.insert(0, {"name": IMAGE_INPUT_NAME, "dtype": "uint8", "shape": ["batch", IMAGE, IMAGE, 3]})
+        extra["image"] = {
+            "input": IMAGE_INPUT_NAME, "height": IMAGE, "width": IMAGE, "channels": 3, "dtype": "uint8",
+            "color_order": "RGB", "layout": "NHWC", "range": [0, 255], "resize": IMAGE_RESIZE_RULE,
+            "encoder": {"name": "NatureCNN (bench: random weights)", "features": CNN_FEATURES,
+                        "in_graph": "features = NatureCNN(image / 255, NCHW); actor input = [features, "
+                                    "normalised observation]"},
+        }
     meta = {
         "format": "rlab-onnx-policy", "format_version": 1,
         "onnx": {"file": onnx_path.name, "sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(), "opset": opset,
@@ -198,6 +208,7 @@ def _write_metadata(onnx_path: Path, rate_hz: float, opset: int, *, image: bool,
                         "normalization": {"formula": "clip((observation - mean) / std, -clip, clip), inside the "
                                                      "graph", "mean": [0.0] * n_obs, "std": [1.0] * n_obs,
                                           "clip": math.inf}},
+        **extra,
         "action": {"names": ["steer", "throttle"], "low": [-1.0, -1.0], "high": [1.0, 1.0], "unit": "normalised",
                    "max_delta_per_step": list(MAX_DELTA)},
         "command": {"names": ["steer_rad", "throttle_fraction"], "units": ["rad", "fraction of top wheel speed"],
@@ -298,62 +309,19 @@ def controller_main(master_fd: int) -> None:
 # ------------------------------------------------------------------------------------------ runs
 
 
-def _make_adapters():
-    """The bench-only camera and policy parts that carry a 64x64 frame into the image graph's ``image`` input."""
-    import cv2
-
-    from robot.deploy.parts import Camera, OnnxPolicy, PolicyOutput
-
-    class Latest:
-        image = np.zeros((1, IMAGE, IMAGE, 3), np.uint8)
-
-    class ResizingCamera(Camera):
-        def __init__(self, source: str, latest: Latest) -> None:
-            super().__init__(source, threaded=False)
-            self.latest = latest
-
-        def read(self) -> np.ndarray | None:
-            frame = super().read()
-            if frame is not None:
-                self.latest.image = cv2.resize(frame, (IMAGE, IMAGE), interpolation=cv2.INTER_AREA)[None]
-            return frame
-
-    class ImageOnnxPolicy(OnnxPolicy):
-        def __init__(self, path: Path, latest: Latest) -> None:
-            super().__init__(path)
-            self.latest = latest
-
-        def run(self, obs: np.ndarray) -> PolicyOutput:
-            x = np.asarray(obs, dtype=np.float32).reshape(1, -1)
-            t0 = time.perf_counter()
-            result = self.session.run(self.output_names, {"observation": x, "image": self.latest.image})
-            dt = time.perf_counter() - t0
-            self.last_inference_s = dt
-            return PolicyOutput(np.asarray(result[0], np.float64).reshape(-1),
-                                np.asarray(result[1], np.float64).reshape(-1), dt)
-
-    return Latest, ResizingCamera, ImageOnnxPolicy
-
-
-def run_runtime(policy_path: Path, video: Path, log_dir: Path, args: argparse.Namespace, duration_s: float, *,
-                image: bool) -> dict:
-    """``runtime.build(...).run()`` against the controller process; the loop's own per-tick timings."""
+def run_runtime(policy_path: Path, video: Path, log_dir: Path, args: argparse.Namespace, duration_s: float) -> dict:
+    """``runtime.build(...).run()`` (its own ``OnnxPolicy``, fed the camera frame when the policy has an
+    ``image`` input) against the controller process; the loop's own per-tick timings."""
     from robot.deploy.parts import Camera
     from robot.deploy.runtime import build
     from robot.deploy.vehicles import SerialVehicle
 
-    policy = camera = None
-    if image:
-        latest_cls, camera_cls, policy_cls = _make_adapters()
-        latest = latest_cls()
-        camera, policy = camera_cls(str(video), latest), policy_cls(policy_path, latest)
-    else:
-        camera = Camera(str(video), threaded=False)
+    camera = Camera(str(video), threaded=False)
     ctrl = ControllerProcess()
     try:
         loop = build(policy_path, SerialVehicle(ctrl.slave_name, 115200), rate_hz=args.rate_hz,
-                     duration_s=duration_s, camera=camera, log_dir=log_dir, policy=policy,
-                     frame_every=args.frame_every, raise_on_error=False)
+                     duration_s=duration_s, camera=camera, log_dir=log_dir, frame_every=args.frame_every,
+                     raise_on_error=False)
         result = loop.run()
     finally:
         controller = ctrl.close()
@@ -365,7 +333,8 @@ def run_runtime(policy_path: Path, video: Path, log_dir: Path, args: argparse.Na
     frames = json.loads((log_dir / "summary.json").read_text()).get("frames") or {}
     vehicle = s.get("vehicle", {})
     counts = {"ticks": result.ticks, "deadline_misses": s["deadline_misses"], "skipped": s["skipped_slots"],
-              "no_frame": loop.sensors.ticks_without_frame, "frames_saved": frames.get("saved", 0),
+              "no_frame": loop.sensors.ticks_without_frame, "frames_used": getattr(loop.policy, "frames_used", 0),
+              "frames_saved": frames.get("saved", 0),
               "frames_dropped": frames.get("dropped", 0), **{k: vehicle.get(k, 0) for k in VEHICLE_COUNTS},
               **{f"ctrl_{k}": controller.get(k, 0) for k in CONTROLLER_COUNTS}}
     return {**counts, "jitter": np.abs(t["jitter_s"]), "policy": np.asarray(t["policy_latency_s"]),
@@ -400,11 +369,15 @@ def _session(path: Path):
 
 
 def _frames(n: int, width: int, height: int) -> list[np.ndarray]:
+    """Frames as ``OnnxPolicy.prepare_image`` feeds them: resized (cv2.INTER_AREA), BGR -> RGB, [1, H, W, 3]."""
     import cv2
 
     rng = np.random.default_rng(1)
-    return [cv2.resize(synthetic_frame(k, width, height, rng), (IMAGE, IMAGE), interpolation=cv2.INTER_AREA)[None]
-            for k in range(n)]
+    out = []
+    for k in range(n):
+        small = cv2.resize(synthetic_frame(k, width, height, rng), (IMAGE, IMAGE), interpolation=cv2.INTER_AREA)
+        out.append(np.ascontiguousarray(small[:, :, ::-1])[None])
+    return out
 
 
 def run_bare(path: Path, frames: list[np.ndarray], rate_hz: float, duration_s: float) -> dict:
@@ -499,12 +472,13 @@ def report(runs: dict[str, dict], alone: np.ndarray, args: argparse.Namespace) -
         if "e2e" not in r:
             continue
         print(f"  {name}: exit {', '.join(sorted(r['exit']))}; neutral ticks {dict(r['neutral']) or 0}; safety "
-              f"events {dict(sorted(r['events'].items()))}; ticks without a camera frame {r['no_frame']}; log frames "
+              f"events {dict(sorted(r['events'].items()))}; ticks without a camera frame {r['no_frame']}"
+              f"{'; frames fed to the policy ' + str(r['frames_used']) if r['frames_used'] else ''}; log frames "
               f"saved {r['frames_saved']} dropped {r['frames_dropped']}; host tx {r['tx_commands']} commands + "
               f"{r['keepalive_commands']} keep-alives, rx {r['rx_telemetry']} telemetry; controller applied "
               f"{r['ctrl_commands_applied']}, watchdog trips {r['ctrl_watchdog_trips']}, tx dropped "
               f"{r['ctrl_tx_dropped']}")
-    img = runs["runtime, image policy (adapter)"]
+    img = runs["runtime, image policy"]
     jit, pol = _p99(img["jitter"]), _p99(img["policy"])
     print(f"targets (runtime, image policy, {args.rate_hz:g} Hz): "
           f"p99 |jitter| {1e3 * jit:.2f} ms <= {1e3 * JITTER_TARGET_S:g} ms: "
@@ -559,14 +533,14 @@ def main() -> None:
         print(f"vehicle: SerialVehicle on a pty, ReferenceController in a child process; camera: {width}x{height} "
               f"MJPG file, {n_frames} frames; drive log with frame_every={args.frame_every} (PNG)")
         frames = _frames(64, width, height)
-        names = ("runtime, image policy (adapter)", "bare loop, image policy, sleep", "runtime, state policy (native)")
+        names = ("runtime, image policy", "bare loop, image policy, sleep", "runtime, state policy")
         rounds: dict[str, list[dict]] = {name: [] for name in names}
         alone = []
         busy0, own0, wall0 = _cpu_busy_s(cpus), _own_cpu_s(), time.monotonic()
         for k in range(args.rounds):  # interleaved: a busy spell on a shared machine hits every configuration
-            rounds[names[0]].append(run_runtime(image_path, video, root / f"log_image_{k}", args, chunk, image=True))
+            rounds[names[0]].append(run_runtime(image_path, video, root / f"log_image_{k}", args, chunk))
             rounds[names[1]].append(run_bare(image_path, frames, args.rate_hz, chunk))
-            rounds[names[2]].append(run_runtime(state_path, video, root / f"log_state_{k}", args, chunk, image=False))
+            rounds[names[2]].append(run_runtime(state_path, video, root / f"log_state_{k}", args, chunk))
             alone.append(run_alone(image_path, frames, max(1, args.cnn_calls // args.rounds)))
         busy1, own1, wall = _cpu_busy_s(cpus), _own_cpu_s(), time.monotonic() - wall0
         if busy0 is not None and busy1 is not None:
