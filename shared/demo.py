@@ -31,7 +31,8 @@ def train_demo_run(track: Track, runs_root: Path, overrides: list[str]) -> Path:
 def _evaluate(track: str, run_dir: Path, limit: int | None) -> None:
     from shared.tracks import EvalRequest, load_track
 
-    print(f"[demo] {track}: final evaluation on the held-out split (pass@1, pass@4)", flush=True)
+    what = "pass@1, pass@4" if track in ("diag", "vlm") else "the track's own evaluation"
+    print(f"[demo] {track}: final evaluation on the held-out split ({what})", flush=True)
     metrics = load_track(track).evaluate(EvalRequest(run_dir, "test", (1, 4), limit=limit))
     print(json.dumps({k: round(v, 4) for k, v in metrics.items()}, indent=1), flush=True)
 
