@@ -354,6 +354,9 @@ def test_bundled_configs_load():
         "fastrlap": ("fastrlap", "recover"), "fastrlap_teleport": ("fastrlap-teleport", "teleport"),
         "default": ("fastrlap", "recover")}
     assert _cfg().sac.net_arch == [32, 32] and _cfg().env.track == "generated:1"
+    variants = {p.stem: load_config(RCCarConfig, p.stem, [], CONFIGS_DIR) for p in CONFIGS_DIR.glob("*.yaml")}
+    assert variants["fastrlap_utd4"].sac.utd == 4 and variants["fastrlap_dr"].env.randomize
+    assert len({c.name for c in variants.values()}) == len(variants) - 1  # default is fastrlap itself
 
 
 @pytest.mark.parametrize("override", ["practice.eval_every_min=0", "practice.checkpoint_every_min=0",
