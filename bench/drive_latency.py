@@ -278,23 +278,8 @@ class ControllerProcess:
 def controller_main(master_fd: int) -> None:
     """The child: ReferenceController on the adopted master fd until stdin closes; prints its stats."""
     import dataclasses
-    import fcntl
 
-    import serial
-
-    from robot.deploy.controller import ReferenceController
-
-    class PtyMasterSerial(serial.Serial):  # as tests/robot/test_deploy_runtime.py: adopt an open fd
-        def __init__(self, fd: int, **kwargs) -> None:
-            super().__init__(**kwargs)
-            self._port = f"pty-master:{fd}"
-            self.fd = fd
-            self._reconfigure_port(force_update=True)
-            self.pipe_abort_read_r, self.pipe_abort_read_w = os.pipe()
-            self.pipe_abort_write_r, self.pipe_abort_write_w = os.pipe()
-            for p in (self.pipe_abort_read_r, self.pipe_abort_write_r):
-                fcntl.fcntl(p, fcntl.F_SETFL, os.O_NONBLOCK)
-            self.is_open = True
+    from robot.deploy.controller import PtyMasterSerial, ReferenceController
 
     port = PtyMasterSerial(master_fd, baudrate=115200, timeout=0)
     ctrl = ReferenceController(port)

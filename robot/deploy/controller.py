@@ -362,3 +362,25 @@ def _next_deadline(previous: float | None, now: float, period: float) -> float:
     if previous is None or now - previous >= period:
         return now + period
     return previous + period
+
+
+class PtyMasterSerial(serial.Serial):
+    """A pyserial 3.5 POSIX ``Serial`` that adopts an already open fd, the master end of ``os.openpty()``,
+    instead of opening a path (``ttyname`` of a master is ``/dev/ptmx``, and opening that makes a new pty);
+    the rest (read/write/in_waiting/close, termios) is pyserial's own code. With it the reference controller
+    runs on one end of a pseudo-terminal pair while the host opens the other by name
+    (``os.ttyname(slave_fd)``): real pyserial, real bytes, no hardware (tests and benches)."""
+
+    def __init__(self, fd: int, **kwargs: Any) -> None:
+        import fcntl
+        import os
+
+        super().__init__(**kwargs)  # no port given: nothing opened yet
+        self._port = f"pty-master:{fd}"
+        self.fd = fd
+        self._reconfigure_port(force_update=True)  # raw mode; on Linux this configures the pty pair
+        self.pipe_abort_read_r, self.pipe_abort_read_w = os.pipe()
+        self.pipe_abort_write_r, self.pipe_abort_write_w = os.pipe()
+        for p in (self.pipe_abort_read_r, self.pipe_abort_write_r):
+            fcntl.fcntl(p, fcntl.F_SETFL, os.O_NONBLOCK)
+        self.is_open = True

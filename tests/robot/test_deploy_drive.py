@@ -11,7 +11,6 @@ durations are small and timing assertions loose: the CI machine's cores are busy
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import json
 import os
@@ -25,14 +24,13 @@ pytest.importorskip("stable_baselines3")
 pytest.importorskip("onnxruntime")
 minari = pytest.importorskip("minari")
 
-import serial  # noqa: E402
 import typer  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from robot.cli_drive import app as drive_app  # noqa: E402
 from robot.cli_logs import LogError, episodes_from_log, read_drive_log, to_minari  # noqa: E402
 from robot.cli_logs import app as logs_app  # noqa: E402
-from robot.deploy.controller import ReferenceController  # noqa: E402
+from robot.deploy.controller import PtyMasterSerial, ReferenceController  # noqa: E402
 from robot.deploy.drivelog import read_log  # noqa: E402
 from robot.deploy.parts import ObservationBuilder, PolicyMetadata, VehicleError  # noqa: E402
 from robot.rccar.hil import SimVehicle, state_layout_names  # noqa: E402
@@ -205,26 +203,12 @@ def test_drive_usage_errors(exported, tmp_path):
     assert res.exit_code == 2 and "throttle_cap" in res.output
 
 
-class _PtyMasterSerial(serial.Serial):
-    """A pyserial POSIX ``Serial`` adopting an open fd (the pty master); as in test_deploy_protocol.py."""
-
-    def __init__(self, fd: int, **kwargs):
-        super().__init__(**kwargs)
-        self._port = f"pty-master:{fd}"
-        self.fd = fd
-        self._reconfigure_port(force_update=True)
-        self.pipe_abort_read_r, self.pipe_abort_read_w = os.pipe()
-        self.pipe_abort_write_r, self.pipe_abort_write_w = os.pipe()
-        for p in (self.pipe_abort_read_r, self.pipe_abort_write_r):
-            fcntl.fcntl(p, fcntl.F_SETFL, os.O_NONBLOCK)
-        self.is_open = True
-
 
 def test_drive_serial_refuses_a_policy_needing_sim_only_fields(exported, tmp_path):
     """The sim-trained state policy observes rays, checkpoints and v_lat: no real car provides them."""
     _, onnx_path = exported
     master_fd, slave_fd = os.openpty()
-    port = _PtyMasterSerial(master_fd, baudrate=115200, timeout=0)
+    port = PtyMasterSerial(master_fd, baudrate=115200, timeout=0)
     ctrl = ReferenceController(port)
     ctrl.start()
     try:

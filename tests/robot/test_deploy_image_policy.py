@@ -15,7 +15,6 @@ drive itself uses a SerialVehicle that adds those fields as constants (as a stan
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from pathlib import Path
@@ -28,9 +27,8 @@ pytest.importorskip("stable_baselines3")
 ort = pytest.importorskip("onnxruntime")
 cv2 = pytest.importorskip("cv2")
 
-import serial  # noqa: E402
 
-from robot.deploy.controller import ReferenceController  # noqa: E402
+from robot.deploy.controller import PtyMasterSerial, ReferenceController  # noqa: E402
 from robot.deploy.drivelog import read_log  # noqa: E402
 from robot.deploy.export import export_onnx  # noqa: E402
 from robot.deploy.parts import ObservationLayoutError, OnnxPolicy, PartError, PolicyMetadata, Sensors  # noqa: E402
@@ -175,25 +173,11 @@ def test_a_vehicle_image_takes_precedence_over_the_camera():
 # ------------------------------------------------------------------------------------------ pty drive
 
 
-class _PtyMasterSerial(serial.Serial):
-    """A pyserial POSIX ``Serial`` adopting an open fd (the pty master); as in test_deploy_runtime.py."""
-
-    def __init__(self, fd: int, **kwargs):
-        super().__init__(**kwargs)
-        self._port = f"pty-master:{fd}"
-        self.fd = fd
-        self._reconfigure_port(force_update=True)
-        self.pipe_abort_read_r, self.pipe_abort_read_w = os.pipe()
-        self.pipe_abort_write_r, self.pipe_abort_write_w = os.pipe()
-        for p in (self.pipe_abort_read_r, self.pipe_abort_write_r):
-            fcntl.fcntl(p, fcntl.F_SETFL, os.O_NONBLOCK)
-        self.is_open = True
-
 
 @pytest.fixture
 def bench():
     master_fd, slave_fd = os.openpty()
-    port = _PtyMasterSerial(master_fd, baudrate=115200, timeout=0)
+    port = PtyMasterSerial(master_fd, baudrate=115200, timeout=0)
     ctrl = ReferenceController(port)
     ctrl.start()
     yield os.ttyname(slave_fd), ctrl

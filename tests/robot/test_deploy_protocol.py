@@ -3,14 +3,13 @@
 The controller tests run over a real pseudo-terminal pair: the controller opens the slave end by name
 with ``serial.Serial(os.ttyname(slave_fd))`` like a USB-serial device, and the test (the "host") holds
 the master end. The master has no openable name (``os.ttyname(master_fd)`` is /dev/ptmx, and opening
-that makes a new pty), so ``_PtyMasterSerial`` adopts the master fd into a ``serial.Serial`` (pyserial
+that makes a new pty), so ``PtyMasterSerial`` adopts the master fd into a ``serial.Serial`` (pyserial
 3.5's POSIX backend: fd + abort pipes, then the normal termios set-up, which on Linux configures the
 pair). Timing-sensitive rules use ``step(now)`` with a fake clock; two tests run the real thread.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import random
 import struct
@@ -22,7 +21,7 @@ import serial
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from robot.deploy.controller import Limits, RecordingActuator, ReferenceController
+from robot.deploy.controller import Limits, PtyMasterSerial, RecordingActuator, ReferenceController
 from robot.deploy.protocol import (
     HEADER,
     MAX_FRAME,
@@ -273,21 +272,6 @@ def test_newer_is_antisymmetric(a, b):
 # ------------------------------------------------------------------------------------------ the controller
 
 
-class _PtyMasterSerial(serial.Serial):
-    """A pyserial 3.5 POSIX ``Serial`` that adopts an already open fd (the pty master) instead of opening
-    a path; the rest (read/write/in_waiting/close, termios) is pyserial's own code."""
-
-    def __init__(self, fd: int, **kwargs):
-        super().__init__(**kwargs)  # no port given: nothing opened yet
-        self._port = f"pty-master:{fd}"
-        self.fd = fd
-        self._reconfigure_port(force_update=True)  # raw mode; on Linux this configures the pty pair
-        self.pipe_abort_read_r, self.pipe_abort_read_w = os.pipe()
-        self.pipe_abort_write_r, self.pipe_abort_write_w = os.pipe()
-        for p in (self.pipe_abort_read_r, self.pipe_abort_write_r):
-            fcntl.fcntl(p, fcntl.F_SETFL, os.O_NONBLOCK)
-        self.is_open = True
-
 
 class FakeClock:
     def __init__(self, t: float = 100.0):
@@ -345,7 +329,7 @@ def pty_link():
     """(controller port, host port): the two ends of a fresh pseudo-terminal, both pyserial objects."""
     master_fd, slave_fd = os.openpty()
     ctrl_port = serial.Serial(os.ttyname(slave_fd), baudrate=115200, timeout=0)
-    host_port = _PtyMasterSerial(master_fd, baudrate=115200, timeout=0)
+    host_port = PtyMasterSerial(master_fd, baudrate=115200, timeout=0)
     yield ctrl_port, host_port
     ctrl_port.close()
     host_port.close()  # closes master_fd

@@ -1,7 +1,7 @@
 """robot.deploy.runtime: the drive loop, its parts, the safety layer, SerialVehicle and the drive log.
 
 The end-to-end tests run the runtime against ``ReferenceController`` over a real pseudo-terminal pair:
-the controller (real clock, its own thread) holds the master end through ``_PtyMasterSerial`` (see
+the controller (real clock, its own thread) holds the master end through ``PtyMasterSerial`` (see
 tests/robot/test_deploy_protocol.py), and ``SerialVehicle`` opens the slave end *by name* with
 ``serial.serial_for_url``, as it opens /dev/ttyUSB0 on the car. Faults are injected "on the line"
 through extra file descriptors of the same pty (a second open of the slave writes toward the
@@ -13,7 +13,6 @@ format. Rates are 50 Hz for 1-2 s; timing assertions are loose (the CI machine's
 from __future__ import annotations
 
 import collections
-import fcntl
 import json
 import math
 import os
@@ -26,10 +25,9 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-import serial
 from onnx import TensorProto, helper
 
-from robot.deploy.controller import ReferenceController
+from robot.deploy.controller import PtyMasterSerial, ReferenceController
 from robot.deploy.drivelog import read_log, summarize_log
 from robot.deploy.parts import (
     Camera,
@@ -94,20 +92,6 @@ def make_policy(tmp_path: Path, *, names=OBS, bias=(5.0, 5.0), scale=(0.8, 1.0),
     return path
 
 
-class _PtyMasterSerial(serial.Serial):
-    """A pyserial POSIX ``Serial`` adopting an open fd (the pty master); as in test_deploy_protocol.py."""
-
-    def __init__(self, fd: int, **kwargs):
-        super().__init__(**kwargs)
-        self._port = f"pty-master:{fd}"
-        self.fd = fd
-        self._reconfigure_port(force_update=True)
-        self.pipe_abort_read_r, self.pipe_abort_read_w = os.pipe()
-        self.pipe_abort_write_r, self.pipe_abort_write_w = os.pipe()
-        for p in (self.pipe_abort_read_r, self.pipe_abort_write_r):
-            fcntl.fcntl(p, fcntl.F_SETFL, os.O_NONBLOCK)
-        self.is_open = True
-
 
 class Bench:
     """ReferenceController on the pty master (running), the slave's name for SerialVehicle, and two
@@ -116,7 +100,7 @@ class Bench:
     def __init__(self):
         self.master_fd, self.slave_fd = os.openpty()
         self.slave_name = os.ttyname(self.slave_fd)
-        self.ctrl_port = _PtyMasterSerial(self.master_fd, baudrate=115200, timeout=0)
+        self.ctrl_port = PtyMasterSerial(self.master_fd, baudrate=115200, timeout=0)
         self.ctrl = ReferenceController(self.ctrl_port)
         self.to_ctrl = os.open(self.slave_name, os.O_RDWR | os.O_NOCTTY)
         self.to_host = os.dup(self.master_fd)
