@@ -25,34 +25,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+
+from shared.clikit import SingleCommandGroup
+from shared.clikit import fail as _fail
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-class _CommandGroup(TyperGroup):
-    """A group without subcommands whose callback is the command (as in ``robot.deploy.cli_export``):
-    ``add_typer`` makes every app a group, and a group stops parsing at its first positional or unknown
-    token; this one parses like a plain command, and an extra argument is an error."""
-
-    allow_interspersed_args = True
-    allow_extra_args = False
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        return super(TyperGroup, self).parse_args(ctx, args)
-
-    def collect_usage_pieces(self, ctx: Any) -> list[str]:  # without TyperGroup's "COMMAND [ARGS]..."
-        return super(TyperGroup, self).collect_usage_pieces(ctx)
-
-
-app = typer.Typer(cls=_CommandGroup, help="Drive a vehicle (sim or serial:PORT) with an exported ONNX policy.",
+app = typer.Typer(cls=SingleCommandGroup, help="Drive a vehicle (sim or serial:PORT) with an exported ONNX policy.",
                   no_args_is_help=True, add_completion=False)
 
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def default_log_dir(policy: Path, root: Path = Path("drives")) -> Path:

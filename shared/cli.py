@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from shared.clikit import fail as _fail
 from shared.tracks import COMMANDS_GROUP, DATA_GROUP, MODELS_GROUP, EvalRequest, track_names
 
 app = typer.Typer(
@@ -32,10 +33,6 @@ app.add_typer(models_app, name="models")
 RUNS_ROOT = Path("runs")
 EXIT_USAGE = 2
 
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def _resolve(refs: list[str], runs_root: Path) -> list[Path]:

@@ -8,38 +8,20 @@ inside the command (`robot.deploy.export`), so ``rlab --help`` stays fast.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from typer.core import TyperGroup
+
+from shared.clikit import SingleCommandGroup
+from shared.clikit import fail as _fail
 
 FORMATS = ("onnx",)
 EXIT_USAGE = 2
 
 
-class _CommandGroup(TyperGroup):
-    """A group without subcommands whose callback is the command. ``add_typer`` makes every app a group, and
-    a group stops parsing options at its first positional (it would be the subcommand's name), so
-    ``rlab export RUN --format onnx`` would fail (the options taken for a subcommand): this one parses like
-    a plain command, and an extra argument is an error."""
-
-    allow_interspersed_args = True
-    allow_extra_args = False
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        return super(TyperGroup, self).parse_args(ctx, args)
-
-    def collect_usage_pieces(self, ctx: Any) -> list[str]:  # without TyperGroup's "COMMAND [ARGS]..."
-        return super(TyperGroup, self).collect_usage_pieces(ctx)
-
-
-app = typer.Typer(cls=_CommandGroup, help="Export a finished run's policy for deployment (ONNX + metadata JSON).",
+app = typer.Typer(cls=SingleCommandGroup, help="Export a finished run's policy for deployment (ONNX + metadata JSON).",
                   no_args_is_help=True, add_completion=False)
 
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def _run_folder(run: str, runs_root: Path) -> Path:

@@ -10,12 +10,10 @@ from typing import Annotated
 
 import typer
 
+from shared.clikit import fail as _fail
+
 app = typer.Typer(help="RC-car track: record demonstration laps, inspect circuits.", no_args_is_help=True)
 
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
 
 
 @app.command("demo")
