@@ -6,10 +6,15 @@
   and a group stops parsing options at its first positional (it would be a subcommand's name); an app
   built with ``typer.Typer(cls=SingleCommandGroup)`` whose callback is the command parses like a plain
   command, and an extra argument is an error.
+- `run_rlab`: run ``rlab ARGS`` in a subprocess with its output appended to a log file (the results-table
+  scripts, ``python -m vlm_rl.experiment`` and ``python -m robot.rccar.experiment``).
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -30,3 +35,15 @@ class SingleCommandGroup(TyperGroup):
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:  # without TyperGroup's "COMMAND [ARGS]..."
         return super(TyperGroup, self).collect_usage_pieces(ctx)
+
+
+def run_rlab(args: list[str], log: Path) -> None:
+    """``rlab ARGS`` (this interpreter's ``shared.cli``) with stdout and stderr appended to `log`, after a
+    ``$ rlab ...`` line; raises RuntimeError naming the command and the log when it fails."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as fh:
+        fh.write(f"$ rlab {' '.join(args)}\n")
+        fh.flush()
+        done = subprocess.run([sys.executable, "-m", "shared.cli", *args], stdout=fh, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise RuntimeError(f"`rlab {' '.join(args)}` failed with exit code {done.returncode}; see {log}")

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from shared.clikit import run_rlab
 from shared.tracking import read_metrics
 
 WARMUP = "warmup"
@@ -34,15 +34,6 @@ TRAIN_KEY = "eval/test/accuracy"
 CURVES = ["eval/test/accuracy", "reward", "sampled_entropy", "papo/kl", "completion_len", "no_signal_frac"]
 """Learning curves in the table's gallery (every RL config of the first seed, overlaid)."""
 
-
-def _cli(args: list[str], log: Path) -> None:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a") as fh:
-        fh.write(f"$ rlab {' '.join(args)}\n")
-        fh.flush()
-        done = subprocess.run([sys.executable, "-m", "shared.cli", *args], stdout=fh, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        raise RuntimeError(f"`rlab {' '.join(args)}` failed with exit code {done.returncode}; see {log}")
 
 
 def _final_evals(records: list[dict]) -> dict[str, float]:
@@ -62,14 +53,14 @@ def run_job(out: Path, config: str, seed: int, overrides: list[str]) -> Path:
     start = time.time()
     if not (run_dir / "final").exists():
         if (run_dir / "config.yaml").exists():
-            _cli(["train", "vlm", "--resume", str(run_dir)], log)
+            run_rlab(["train", "vlm", "--resume", str(run_dir)], log)
         else:
-            _cli(["train", "vlm", "--config", config, "--run-dir", str(run_dir),
+            run_rlab(["train", "vlm", "--config", config, "--run-dir", str(run_dir),
                   *(a for s in sets for a in ("--set", s))], log)
     done = _final_evals(read_metrics(run_dir))
     for split in SPLITS:
         if f"final_eval/{split}/accuracy" not in done:
-            _cli(["eval", str(run_dir), "--split", split], log)
+            run_rlab(["eval", str(run_dir), "--split", split], log)
     print(f"[{time.strftime('%H:%M:%S')}] {name} done ({time.time() - start:.0f} s)", file=sys.stderr, flush=True)
     return run_dir
 

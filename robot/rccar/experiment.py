@@ -19,24 +19,16 @@ import argparse
 import json
 import math
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from shared.clikit import run_rlab
+
 DEFAULT_CONFIGS = ("fastrlap", "fastrlap_teleport")
 EVAL_LAPS = 3
 
-
-def _cli(args: list[str], log: Path) -> None:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a") as fh:
-        fh.write(f"$ rlab {' '.join(args)}\n")
-        fh.flush()
-        done = subprocess.run([sys.executable, "-m", "shared.cli", *args], stdout=fh, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        raise RuntimeError(f"`rlab {' '.join(args)}` failed with exit code {done.returncode}; see {log}")
 
 
 def _tag(track: str) -> str:
@@ -73,13 +65,13 @@ def run_job(out: Path, config: str, seed: int, tracks: list[str], overrides: lis
     start = time.time()
     if not (run_dir / "final" / "policy.zip").exists():
         if (run_dir / "config.yaml").exists():
-            _cli(["train", "rccar", "--resume", str(run_dir)], log)
+            run_rlab(["train", "rccar", "--resume", str(run_dir)], log)
         else:
-            _cli(["train", "rccar", "--config", config, "--run-dir", str(run_dir),
+            run_rlab(["train", "rccar", "--config", config, "--run-dir", str(run_dir),
                   *(a for s in sets for a in ("--set", s))], log)
     for track in tracks:
         if not (run_dir / "eval" / f"{_tag(track)}.json").exists():
-            _cli(["eval", str(run_dir), "--track", track, "--laps", str(EVAL_LAPS)], log)
+            run_rlab(["eval", str(run_dir), "--track", track, "--laps", str(EVAL_LAPS)], log)
     print(f"[{time.strftime('%H:%M:%S')}] {name} done ({time.time() - start:.0f} s)", file=sys.stderr, flush=True)
     return run_dir
 
@@ -170,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     env, unseen = EnvConfig(), EvalConfig().track
     tracks = [env.track, unseen]
     if not (out / "demo" / "demo.json").exists():
-        _cli(["rccar", "demo", "--track", env.track, "--out", str(out / "demo"), "--length-m", str(env.length_m),
+        run_rlab(["rccar", "demo", "--track", env.track, "--out", str(out / "demo"), "--length-m", str(env.length_m),
               "--width-m", str(env.width_m), "--smooth-m", str(env.smooth_m)], out / "logs" / "demo.log")
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         base_job = pool.submit(baselines, out, tracks, args.overrides)
