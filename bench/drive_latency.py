@@ -132,18 +132,8 @@ def build_policies(folder: Path, rate_hz: float, opset: int = 17) -> tuple[Path,
         """PolicyGraph's normalisation and tail; the actor sees NatureCNN(image / 255) ++ state."""
 
         def forward(self, image: torch.Tensor, observation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            x = (observation - self.obs_mean) / self.obs_std
-            x = torch.minimum(torch.maximum(x, -self.obs_clip), self.obs_clip)
             pixels = image.permute(0, 3, 1, 2).float() / 255.0
-            mean_actions = self.actor.net(torch.cat([self.actor.cnn(pixels), x], dim=1))
-            squashed = torch.tanh(mean_actions)
-            action = self.action_low + 0.5 * (squashed + 1.0) * (self.action_high - self.action_low)
-            action = torch.minimum(torch.maximum(action, self.action_min), self.action_max)
-            finite = torch.isfinite(action).all(dim=1, keepdim=True)
-            action = torch.where(finite, action, self.action_fallback)
-            command = action * self.command_scale + self.command_offset
-            command = torch.minimum(torch.maximum(command, self.command_min), self.command_max)
-            return command, action
+            return self.finish(self.actor.net(torch.cat([self.actor.cnn(pixels), self.normalize(observation)], dim=1)))
 
     state_graph = PolicyGraph(StateActor(), norm, low, high, MAX_STEER, MIN_THROTTLE).eval()
     state_path = export_graph(state_graph, n_obs, folder / "state.onnx", opset)

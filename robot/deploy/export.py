@@ -139,9 +139,14 @@ class PolicyGraph(nn.Module):
         self.register_buffer("command_max", torch.tensor([max_steer, 1.0], dtype=f32))
 
     def forward(self, observation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.finish(self.actor.get_action_dist_params(self.normalize(observation))[0])
+
+    def normalize(self, observation: torch.Tensor) -> torch.Tensor:
         x = (observation - self.obs_mean) / self.obs_std
-        x = torch.minimum(torch.maximum(x, -self.obs_clip), self.obs_clip)
-        mean_actions = self.actor.get_action_dist_params(x)[0]
+        return torch.minimum(torch.maximum(x, -self.obs_clip), self.obs_clip)
+
+    def finish(self, mean_actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(command, action) from the actor's pre-squash mean actions: squash, unscale, clip, map."""
         squashed = torch.tanh(mean_actions)  # the squashed Gaussian's mode (SB3: deterministic=True)
         action = self.action_low + 0.5 * (squashed + 1.0) * (self.action_high - self.action_low)  # unscale_action
         action = torch.minimum(torch.maximum(action, self.action_min), self.action_max)
