@@ -153,7 +153,8 @@ class DriveLoop:
             summary = self._summary(exit_reason, error, neutral_sent, shutdown_errors)
             if self.log is not None:
                 try:
-                    self.log.close(summary)
+                    self.log.close(summary)  # joins the frame writer: the counts are final only now
+                    summary["frames"] = self.log.frame_counts()
                 except Exception as err:
                     shutdown_errors.append(f"log: {type(err).__name__}: {err}")
                     summary["shutdown_errors"] = list(shutdown_errors)
