@@ -144,15 +144,16 @@ def default_corpus() -> list[str]:
     return lines
 
 
-def train_vlm_tokenizer(corpus: Iterable[str], vocab_size: int) -> Any:
+def train_vlm_tokenizer(corpus: Iterable[str], vocab_size: int, split_pattern: str | None = None) -> Any:
     """A byte-level BPE `PreTrainedTokenizerFast` with Qwen2.5-VL's special tokens and chat template.
 
-    Digits are split one by one before BPE; EOS is ``<|im_end|>``, padding ``<|endoftext|>`` on the left.
+    Digits are split one by one before BPE unless `split_pattern` is given (see
+    `shared.lm.tokenizer.train_bpe_tokenizer`); EOS is ``<|im_end|>``, padding ``<|endoftext|>`` on the left.
     """
     from shared.lm.tokenizer import train_bpe_tokenizer
 
     return train_bpe_tokenizer(
-        corpus, vocab_size, SPECIAL_TOKENS, EOS_TOKEN, PAD_TOKEN, CHAT_TEMPLATE,
+        corpus, vocab_size, SPECIAL_TOKENS, EOS_TOKEN, PAD_TOKEN, CHAT_TEMPLATE, split_pattern=split_pattern,
         split_special_tokens=False,
         model_max_length=32768,
         extra_special_tokens={"image_token": IMAGE_TOKEN, "video_token": VIDEO_TOKEN,
@@ -211,13 +212,16 @@ def build_processor(cfg: TinyVLMConfig, tokenizer: Any) -> Any:
 
 
 def build_tiny_vlm(cfg: TinyVLMConfig, out_dir: Path | str, seed: int = 0,
-                   corpus: Iterable[str] | None = None) -> Path:
-    """Build a randomly initialised tiny Qwen2.5-VL (model, tokenizer, processor) and save it in `out_dir`."""
+                   corpus: Iterable[str] | None = None, split_pattern: str | None = None) -> Path:
+    """Build a randomly initialised tiny Qwen2.5-VL (model, tokenizer, processor) and save it in `out_dir`.
+
+    The tokenizer is trained on `corpus` (default: the vlm tasks' text) with `split_pattern` (see
+    `train_vlm_tokenizer`)."""
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     out_dir = Path(out_dir)
-    tokenizer = train_vlm_tokenizer(corpus if corpus is not None else default_corpus(), cfg.vocab_size)
+    tokenizer = train_vlm_tokenizer(corpus if corpus is not None else default_corpus(), cfg.vocab_size, split_pattern)
     processor = build_processor(cfg, tokenizer)
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(_model_config(cfg, tokenizer))

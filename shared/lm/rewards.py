@@ -6,7 +6,8 @@ A reward function takes the decoded completions and their dataset items and retu
     @REWARDS.register("diag.exact")
     def exact(completions: list[str], items: list[dict]) -> list[RewardScore]: ...
 
-Configs name reward functions by registry name or by dotted path (``my_pkg.rewards:fn``). A
+Configs name reward functions by registry name or by dotted path (``my_pkg.rewards:fn``); a track
+may also hand the loop a configured callable (an object with a ``name``) instead of a name. A
 function that raises is retried sample by sample; a sample that still raises scores 0 with the
 reason recorded, and training goes on (the count is a metric).
 """
@@ -79,10 +80,17 @@ def _safe_scores(fn: RewardFn, name: str, completions: list[str], items: list[di
     return out, failures
 
 
+def reward_label(name: str | RewardFn) -> str:
+    """How a reward is named in metrics: its registry name, or a callable's ``name`` (else its __name__)."""
+    if isinstance(name, str):
+        return name
+    return str(getattr(name, "name", None) or getattr(name, "__name__", type(name).__name__))
+
+
 def score_batch(
-    names: Sequence[str], weights: Sequence[float], completions: list[str], items: list[dict]
+    names: Sequence[str | RewardFn], weights: Sequence[float], completions: list[str], items: list[dict]
 ) -> ScoredBatch:
-    """Weighted sum of the named reward functions over a batch; never raises for a bad sample."""
+    """Weighted sum of the reward functions (names or callables) over a batch; never raises for a bad sample."""
     n = len(completions)
     overall = [0.0] * n
     components: dict[str, list[float]] = {}
@@ -90,16 +98,17 @@ def score_batch(
     correct: list[bool | None] = [None] * n
     failures = 0
     for name, weight in zip(names, weights, strict=True):
-        scores, failed = _safe_scores(resolve_reward(name), name, completions, items)
+        fn, label = (resolve_reward(name) if isinstance(name, str) else name), reward_label(name)
+        scores, failed = _safe_scores(fn, label, completions, items)
         failures += failed
         for i, score in enumerate(scores):
             value = float(score.overall)
             if not math.isfinite(value):
-                value, score.reason = 0.0, score.reason or f"{name} returned a non-finite reward"
+                value, score.reason = 0.0, score.reason or f"{label} returned a non-finite reward"
             overall[i] += weight * value
             reasons[i] = reasons[i] or score.reason
             if score.correct is not None:  # a reward with no notion of success leaves the verdict alone
                 correct[i] = score.correct if correct[i] is None else (correct[i] and score.correct)
             for key, val in score.components.items():
-                components.setdefault(f"{name}/{key}", [math.nan] * n)[i] = float(val)
+                components.setdefault(f"{label}/{key}", [math.nan] * n)[i] = float(val)
     return ScoredBatch(overall, components, reasons, correct, failures)

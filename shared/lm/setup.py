@@ -43,7 +43,8 @@ class LMSetup:
     """train_stream(seed, start) -> endless items; item k depends only on (seed, k) so runs resume."""
     eval_items: Callable[[str], list[Item]]
     """Items of a held-out split by name."""
-    reward_names: list[str]
+    reward_names: list[Any]
+    """Reward functions: registry names or dotted paths, or configured callables (see `shared.lm.rewards`)."""
     reward_weights: list[float]
     banned_ids: list[int] = field(default_factory=list)
     """Token ids the sampler must never emit (special and placeholder tokens)."""

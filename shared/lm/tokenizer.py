@@ -13,20 +13,31 @@ def train_bpe_tokenizer(
     eos_token: str,
     pad_token: str,
     chat_template: str,
+    split_pattern: str | None = None,
     **fast_kwargs: Any,
 ) -> Any:
     """A byte-level BPE `PreTrainedTokenizerFast` trained on `corpus` with the `tokenizers` library.
 
-    Digits are split one by one before BPE (arithmetic needs per-digit tokens); padding is on the
-    left (generation); `fast_kwargs` go to `PreTrainedTokenizerFast` (e.g. extra special tokens).
+    By default digits are split one by one before BPE (arithmetic needs per-digit tokens) and the
+    byte-level step splits words as GPT-2 does. With `split_pattern` (a regex), each match becomes a
+    piece of its own and the text between matches is left whole for BPE to merge across words and
+    punctuation: code-like text such as SVG then gets tokens like ``<circle cx="`` while numbers and
+    colours (``\\d+|#[0-9a-f]{6}``) stay separate. Padding is on the left (generation); `fast_kwargs` go
+    to `PreTrainedTokenizerFast` (e.g. extra special tokens).
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
+    if split_pattern:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(split_pattern), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+        )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

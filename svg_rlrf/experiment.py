@@ -1,0 +1,137 @@
+"""The svg results table: warm-up vs RLRF vs continued SFT for the same compute vs the classic vectorizer
+vs the blank canvas, on held-out generated shapes and on Font Awesome icons. One command:
+
+    OMP_NUM_THREADS=1 python -m svg_rlrf.experiment --seeds 0 1 2 --out runs/svg-table --jobs 2
+
+Per seed: ``rlab train svg --config warmup``, then ``--config rlrf`` and ``--config sft_more`` with
+``--set model.path=<warm-up>/final``, all on the same generated dataset (``data.cache_dir=<out>/data``);
+then ``rlab eval`` of every final model on ``test`` (held-out shapes) and ``icons`` (greedy). Each eval
+also scores the vectorizer and the blank canvas on the same items. Finished runs are reused and killed
+ones resumed; each job's output goes to ``<out>/logs/``; the tables (markdown) go to stdout and
+``<out>/table.md``; a gallery of the first seed's RLRF run (target | warm-up | RLRF | vectorizer) and the
+learning curves to ``<out>/gallery``.
+
+Columns per split: MSE and SSIM (lower / higher is better), edge L2, render success, tokens per output and
+the reference's, and the hedging checks against the targets: area drawn / target's, colour accuracy,
+shapes per output / target's, distinct outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from shared.clikit import run_rlab
+from shared.tracking import read_metrics
+
+WARMUP = "warmup"
+DEFAULT_CONFIGS = ("rlrf", "sft_more")
+SPLITS = ("test", "icons")
+COLUMNS = ("mse", "ssim", "edge_l2", "render_success", "tokens", "ref_tokens", "area_ratio", "colour_accuracy",
+           "shapes_ratio", "distinct_outputs")
+CURVES = ["reward", "reward/svg/rendered", "reward/svg/colour_iou", "reward/svg/pixel", "reward/svg/length",
+          "completion_len", "sampled_entropy", "eval/test/mean@1"]
+
+
+def run_job(out: Path, config: str, seed: int, overrides: list[str]) -> Path:
+    """Train (or resume, or reuse) one run and evaluate its final model on every split; its folder."""
+    name = f"{config}-seed{seed}"
+    run_dir, log = out / name, out / "logs" / f"{name}.log"
+    sets = [f"train.seed={seed}", f"data.cache_dir={out / 'data'}", *overrides]
+    if config != WARMUP:
+        sets.append(f"model.path={out / f'{WARMUP}-seed{seed}' / 'final'}")
+    start = time.time()
+    if not (run_dir / "final").exists():
+        if (run_dir / "config.yaml").exists():
+            run_rlab(["train", "svg", "--resume", str(run_dir)], log)
+        else:
+            run_rlab(["train", "svg", "--config", config, "--run-dir", str(run_dir),
+                      *(a for s in sets for a in ("--set", s))], log)
+    for split in SPLITS:
+        if not (run_dir / "eval" / f"{split}.json").exists():
+            run_rlab(["eval", str(run_dir), "--split", split], log)
+    print(f"[{time.strftime('%H:%M:%S')}] {name} done ({time.time() - start:.0f} s)", file=sys.stderr, flush=True)
+    return run_dir
+
+
+def run_metrics(run_dir: Path, split: str) -> dict[str, float]:
+    return json.loads((run_dir / "eval" / f"{split}.json").read_text())["metrics"]
+
+
+def _fmt(values: list[float]) -> str:
+    values = [v for v in values if v == v]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.pstdev(values):.3f}"
+
+
+def tables(out: Path, configs: list[str], seeds: list[int]) -> str:
+    """Markdown per split: mean ± std over seeds of each model, the vectorizer and the blank canvas (both from
+    the warm-up's eval: they do not depend on the model), then every seed's row."""
+    lines = []
+    for split in SPLITS:
+        rows: dict[str, list[dict[str, float]]] = {}
+        for config in [WARMUP, *configs]:
+            rows[config] = [{k[6:]: v for k, v in run_metrics(out / f"{config}-seed{s}", split).items()
+                             if k.startswith("model/")} for s in seeds]
+        base = [run_metrics(out / f"{WARMUP}-seed{s}", split) for s in seeds]
+        for ref in ("vectorizer", "blank"):
+            rows[ref] = [{k[len(ref) + 1:]: v for k, v in b.items() if k.startswith(f"{ref}/")} for b in base]
+        items = int(base[0].get("model/items", 0))
+        lines += [f"**{split}** ({items} items; mean ± std over seeds {', '.join(map(str, seeds))}; greedy)", "",
+                  "| | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+        for name, per_seed in rows.items():
+            lines.append(f"| {name} | " + " | ".join(_fmt([r.get(c, float("nan")) for r in per_seed])
+                                                     for c in COLUMNS) + " |")
+        lines += ["", "| | seed | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 2) + "|"]
+        for name in [WARMUP, *configs]:
+            for s, r in zip(seeds, rows[name], strict=True):
+                lines.append(f"| {name} | {s} | " + " | ".join(f"{r.get(c, float('nan')):.3f}" for c in COLUMNS) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m svg_rlrf.experiment", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS),
+                        help="svg configs trained from each seed's warm-up")
+    parser.add_argument("--out", type=Path, default=Path("runs/svg-table"))
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at the same time (one per core)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="extra override for every run, e.g. --set data.levels=[1,2]")
+    args = parser.parse_args(argv)
+    out = args.out.resolve()
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        warmups = [pool.submit(run_job, out, WARMUP, s, args.overrides) for s in args.seeds]
+        for future in warmups:
+            future.result()
+        jobs = [pool.submit(run_job, out, c, s, args.overrides) for s in args.seeds for c in args.configs]
+        for future in jobs:
+            future.result()
+    text = tables(out, args.configs, args.seeds)
+    (out / "table.md").write_text(text + "\n")
+    print(text)
+    print(f"gallery: {gallery(out, args.configs, args.seeds[0])}")
+
+
+def gallery(out: Path, configs: list[str], seed: int) -> Path:
+    """One seed's warm-up and runs: comparisons and learning curves."""
+    from shared.gallery import build_gallery
+
+    runs = [out / f"{c}-seed{seed}" for c in [WARMUP, *configs]]
+    logged = {k for run in runs for r in read_metrics(run) for k in r}
+    return build_gallery(runs, out / "gallery", metrics=[m for m in CURVES if m in logged],
+                         title=f"svg results table: warm-up, RLRF and continued SFT from seed {seed}")
+
+
+if __name__ == "__main__":
+    main()
