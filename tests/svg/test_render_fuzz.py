@@ -139,3 +139,30 @@ def test_mutated_documents_always_get_a_result(pool, docs):
 def test_the_pool_still_renders_after_the_fuzzing(pool):
     res = pool.render_many([SEEDS[0]], SIZE)[0]
     assert res.ok and tuple(res.image[4, 4]) == (0xE6, 0x19, 0x4B)
+
+
+@pytest.fixture(scope="module")
+def reward_item(tmp_path_factory):
+    from PIL import Image
+
+    with RenderPool(1) as one:
+        res = one.render_many([SEEDS[0]], 56, viewbox=(0, 0, 64, 64))[0]
+    path = tmp_path_factory.mktemp("target") / "target.png"
+    Image.fromarray(res.image).save(path)
+    return {"images": [str(path)], "answer": SEEDS[0], "meta": {"canvas": 64}}
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(docs=st.lists(mutated(), min_size=1, max_size=4), chatter=st.sampled_from(["", "Here: ", "<svg", "\n\n"]))
+def test_mutated_completions_always_get_a_reward(reward_item, docs, chatter):
+    """The reward sees what a policy writes (text around the SVG included) and never raises: a score in
+    [-1, 1] for each, and a reason whenever the sample failed."""
+    from svg_rlrf.rewards import RenderReward
+
+    completions = [chatter + (d.decode("utf-8", "replace") if isinstance(d, bytes) else d) for d in docs]
+    scores = RenderReward()(completions, [reward_item] * len(completions))
+    assert len(scores) == len(completions)
+    for score in scores:
+        assert -1.0 <= score.overall <= 1.0
+        assert (score.overall == -1.0) == (score.reason is not None) or score.components.get("rendered") == 1.0
