@@ -165,10 +165,11 @@ class SVGData:
                            for name, r in self.reports.items()}}
 
 
-def _load(root: Path, split: str, strict: bool) -> tuple[list[dict], Any]:
+def _load(root: Path, split: str, strict: bool, check_images: bool = False) -> tuple[list[dict], Any]:
+    """Rows of one split; a user's dataset has every image decoded (a broken one is dropped and counted)."""
     from vlm_rl.data import load_split
 
-    return load_split(root, split, strict, max_question_chars=2000, check_images=False)
+    return load_split(root, split, strict, max_question_chars=2000, check_images=check_images)
 
 
 def load_data(data: SVGDataConfig) -> SVGData:
@@ -176,13 +177,14 @@ def load_data(data: SVGDataConfig) -> SVGData:
     from vlm_rl.data.loader import split_file
 
     root = dataset_root(data)
+    check = bool(data.path)  # generated datasets were written whole; a user's is checked image by image
     reports: dict[str, Any] = {}
-    train, reports["train"] = _load(root, "train", data.strict)
+    train, reports["train"] = _load(root, "train", data.strict, check)
     splits: dict[str, list[dict]] = {}
-    splits["test"], reports["test"] = _load(root, "test", data.strict)
+    splits["test"], reports["test"] = _load(root, "test", data.strict, check)
     try:
         split_file(root.resolve(), "val")
-        splits["val"], reports["val"] = _load(root, "val", data.strict)
+        splits["val"], reports["val"] = _load(root, "val", data.strict, check)
     except FileNotFoundError:
         n_val = min(data.n_val, len(train) // 2)
         train, splits["val"] = (train[:-n_val], train[-n_val:]) if n_val else (train, [])

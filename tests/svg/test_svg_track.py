@@ -183,3 +183,16 @@ def test_eval_cli_reports_metrics_baselines_and_writes_comparisons(trained):
         assert metrics["vectorizer/mse"] < metrics["blank/mse"]
     images = [r for r in read_manifest(trained) if r.kind == "image" and (r.group or "").startswith("final_eval")]
     assert images and all((trained / r.path).exists() for r in images)
+
+
+def test_a_users_dataset_with_a_broken_image_loses_that_row_only(tmp_path):
+    from svg_rlrf.data.synthetic import write_synthetic
+
+    root = write_synthetic(tmp_path / "mine", 20, 4, 4, seed=3, image_size=56, progress=False)
+    first = json.loads((root / "train.jsonl").read_text().splitlines()[0])
+    (root / first["images"][0]).write_bytes(b"not a png")
+    cfg = load_config(SVGConfig, "default", [f"data.path={root}", "data.n_val=0"], CONFIGS_DIR)
+    data = load_data(cfg.data)
+    assert len(data.train) == 19 and data.reports["train"].dropped
+    with pytest.raises(ValueError, match=first["id"]):
+        load_data(load_config(SVGConfig, "default", [f"data.path={root}", "data.strict=true"], CONFIGS_DIR).data)
