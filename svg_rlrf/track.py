@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.config import require
-from shared.lm.config import DataConfig, LMRunConfig, ModelConfig
+from shared.lm.config import DataConfig, LMRunConfig, ModelConfig, SFTConfig
 from shared.tracks import EvalRequest, Track
 from svg_rlrf.rewards import RewardWeights
 from vlm_rl.models import TinyVLMConfig
@@ -91,6 +91,8 @@ class SVGConfig(LMRunConfig):
     vision: VisionConfig = field(default_factory=lambda: VisionConfig(system_prompt=SYSTEM_PROMPT))
     reward: RewardWeights = field(default_factory=RewardWeights)
     """Weights of the rendering reward's components (`svg_rlrf.rewards`)."""
+    sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=1500))
+    """The supervised warm-up (image -> the target's SVG code); RL from a random model is refused."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

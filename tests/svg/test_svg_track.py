@@ -196,3 +196,13 @@ def test_a_users_dataset_with_a_broken_image_loses_that_row_only(tmp_path):
     assert len(data.train) == 19 and data.reports["train"].dropped
     with pytest.raises(ValueError, match=first["id"]):
         load_data(load_config(SVGConfig, "default", [f"data.path={root}", "data.strict=true"], CONFIGS_DIR).data)
+
+
+def test_help_config_lists_the_reward_weights_and_a_bad_config_exits_2():
+    proc = subprocess.run([sys.executable, "-m", "shared.cli", "train", "svg", "--help-config"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "reward.colour_iou" in proc.stdout and "reward.length_ramp_steps" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "shared.cli", "train", "svg", "--config", "rlrf"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "model.path" in proc.stderr
