@@ -111,12 +111,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = args.out.resolve()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        warmups = [pool.submit(run_job, out, WARMUP, s, args.overrides) for s in args.seeds]
-        for future in warmups:
-            future.result()
-        jobs = [pool.submit(run_job, out, c, s, args.overrides) for s in args.seeds for c in args.configs]
-        for future in jobs:
-            future.result()
+        def seed_runs(seed: int) -> None:  # a seed's runs start as soon as its warm-up is done
+            pool.submit(run_job, out, WARMUP, seed, args.overrides).result()
+            for future in [pool.submit(run_job, out, c, seed, args.overrides) for c in args.configs]:
+                future.result()
+
+        with ThreadPoolExecutor(max_workers=len(args.seeds)) as seeds:
+            for future in [seeds.submit(seed_runs, s) for s in args.seeds]:
+                future.result()
     text = tables(out, args.configs, args.seeds)
     (out / "table.md").write_text(text + "\n")
     print(text)
