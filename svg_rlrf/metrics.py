@@ -279,11 +279,13 @@ def _pixelwise_colour_iou(p: np.ndarray, t: np.ndarray, fg_p: np.ndarray, fg_t: 
     return float((fg_t & fg_p & same).sum() / (fg_t | fg_p).sum())
 
 
-def colour_iou(pred: Any, target: Any, tol: float = COLOUR_TOL) -> float:
+def colour_iou(pred: Any, target: Any, tol: float = COLOUR_TOL, per_colour: bool = False) -> float:
     """Colour-aware overlap in [0, 1]: for each dominant target colour ``c`` (`dominant_colours`),
 
     ``IoU_c = |T_c & P_c| / |T_c | P_c|`` with ``T_c`` the target's drawn pixels within `tol` of ``c`` and ``P_c``
-    the prediction's drawn pixels within `tol` of ``c``; the score is ``sum_c |T_c| IoU_c / sum_c |T_c|``.
+    the prediction's drawn pixels within `tol` of ``c``; the score is ``sum_c |T_c| IoU_c / sum_c |T_c|``, or with
+    `per_colour` the plain mean of ``IoU_c`` (every colour counts the same, so leaving out a small shape of its
+    own colour costs as much as leaving out a large one).
 
     1 for identical images, 0 for a blank prediction or the right shape in a different colour, ~0.5 for half
     the shape, the target's share of the canvas for a canvas covered in the target's colour. Drawn pixels in
@@ -292,22 +294,32 @@ def colour_iou(pred: Any, target: Any, tol: float = COLOUR_TOL) -> float:
     gradients) falls back to ``|T & P & same colour| / |T | P|`` over all drawn pixels ``T``, ``P``, where "same
     colour" compares the two images pixel by pixel within `tol`.
     """
+    by_area, by_colour = colour_ious(pred, target, tol)
+    return by_colour if per_colour else by_area
+
+
+def colour_ious(pred: Any, target: Any, tol: float = COLOUR_TOL) -> tuple[float, float]:
+    """`colour_iou` both ways in one pass: (area-weighted, per-colour mean)."""
     p, t = _pair(pred, target)
     fg_t, fg_p = foreground_mask(t), foreground_mask(p)
     if not fg_t.any():
-        return 0.0 if fg_p.any() else 1.0
+        score = 0.0 if fg_p.any() else 1.0
+        return score, score
     colours = dominant_colours(t, tol)
     if len(colours) == 0:  # drawn, but no flat colour (noise, gradients, a few pixels): compare pixel by pixel
-        return _pixelwise_colour_iou(p, t, fg_p, fg_t, tol)
-    total, weighted = 0, 0.0
+        score = _pixelwise_colour_iou(p, t, fg_p, fg_t, tol)
+        return score, score
+    total, weighted, ious = 0, 0.0, []
     for colour in colours:
         in_t = fg_t & (_colour_distance(t, colour) <= tol)
         in_p = fg_p & (_colour_distance(p, colour) <= tol)
         area = int(in_t.sum())
         union = int((in_t | in_p).sum())
+        iou = int((in_t & in_p).sum()) / union if union else 0.0
         total += area
-        weighted += area * (int((in_t & in_p).sum()) / union if union else 0.0)
-    return float(weighted / total) if total else 0.0
+        weighted += area * iou
+        ious.append(iou)
+    return (float(weighted / total) if total else 0.0), float(sum(ious) / len(ious))
 
 
 def colour_accuracy(pred: Any, target: Any, tol: float = COLOUR_TOL) -> float:
@@ -370,10 +382,11 @@ def compare_without_ssim(pred: Any, target: Any) -> dict[str, float]:
     """`compare` without SSIM, the costliest term (about 10 ms at 112 px, more than all the others together):
     what the reward computes when SSIM has no weight."""
     p, t = _pair(pred, target)
+    by_area, per_colour = colour_ious(p, t)
     return {
-        "pixel": pixel_l2_score(p, t), "edge": edge_l2_score(p, t), "colour_iou": colour_iou(p, t),
-        "mse": mse(p, t), "edge_l2": edge_l2(p, t), "area_ratio": area_ratio(p, t),
-        "colour_accuracy": colour_accuracy(p, t),
+        "pixel": pixel_l2_score(p, t), "edge": edge_l2_score(p, t), "colour_iou": by_area,
+        "colour_iou_per_colour": per_colour, "mse": mse(p, t), "edge_l2": edge_l2(p, t),
+        "area_ratio": area_ratio(p, t), "colour_accuracy": colour_accuracy(p, t),
     }
 
 

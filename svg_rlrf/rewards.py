@@ -53,6 +53,9 @@ class RewardWeights:
     """SSIM (off by default: a blank canvas scores ~0.8 on sparse targets)."""
     colour_iou: float = 1.0
     """Colour-aware overlap with the target, mapped to [-1, 1] (the hedging-resistant term)."""
+    colour_per_colour: bool = False
+    """Average the colour overlap over the target's colours (each colour counts the same) instead of weighting
+    each colour by its area: then drawing only the largest shape no longer earns most of the term."""
     mse: float = 0.0
     """1 - mse_scale x pixel MSE."""
     mse_scale: float = 10.0
@@ -137,7 +140,7 @@ def image_components(compared: dict[str, float], weights: RewardWeights) -> dict
     ``ssim`` only where it was computed)."""
     parts = {
         "pixel": compared["pixel"], "edge": compared["edge"],
-        "colour_iou": 2.0 * compared["colour_iou"] - 1.0,
+        "colour_iou": 2.0 * compared["colour_iou_per_colour" if weights.colour_per_colour else "colour_iou"] - 1.0,
         "mse": max(-1.0, min(1.0, 1.0 - weights.mse_scale * compared["mse"])),
     }
     if "ssim" in compared:

@@ -228,3 +228,14 @@ def test_non_rgb_or_non_uint8_images_are_refused():
         m.mse(np.zeros((64, 64), np.uint8), canvas())
     with pytest.raises(ValueError, match="float64"):
         m.foreground_mask(np.ones((8, 8, 3)))
+
+
+def test_per_colour_overlap_counts_a_small_shape_as_much_as_a_large_one():
+    target = np.full((64, 64, 3), 255, np.uint8)
+    cv2.rectangle(target, (4, 4), (50, 50), (230, 25, 75), -1)
+    cv2.rectangle(target, (54, 54), (60, 60), (67, 99, 216), -1)
+    big_only = target.copy()
+    big_only[54:61, 54:61] = 255
+    assert m.colour_iou(big_only, target) > 0.95  # the small shape is 2% of the drawn area
+    assert m.colour_iou(big_only, target, per_colour=True) == pytest.approx(0.5, abs=0.02)
+    assert m.colour_iou(target, target, per_colour=True) == pytest.approx(1.0)
