@@ -47,3 +47,13 @@ def run_rlab(args: list[str], log: Path) -> None:
         done = subprocess.run([sys.executable, "-m", "shared.cli", *args], stdout=fh, stderr=subprocess.STDOUT)
     if done.returncode != 0:
         raise RuntimeError(f"`rlab {' '.join(args)}` failed with exit code {done.returncode}; see {log}")
+
+
+def train_run(track: str, config: str, run_dir: Path, overrides: list[str], log: Path) -> None:
+    """``rlab train TRACK`` of one results-table run: resumed when `run_dir` holds a config already (a killed
+    run), else started with ``--config CONFIG --run-dir RUN_DIR --set ...``. The caller skips finished runs."""
+    if (run_dir / "config.yaml").exists():
+        run_rlab(["train", track, "--resume", str(run_dir)], log)
+    else:
+        run_rlab(["train", track, "--config", config, "--run-dir", str(run_dir),
+                  *(a for s in overrides for a in ("--set", s))], log)

@@ -21,6 +21,7 @@ run started from, when model.path names one, e.g. the warm-up) | this run | vect
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from collections.abc import Callable
@@ -125,20 +126,10 @@ def model_outputs(setup: Any, items: list[dict], cfg: Any, progress: Any = None)
 
 
 def _run_config(run_dir: Path) -> Any:
-    from shared.config import load_config
-    from svg_rlrf.track import DATA_REPORT, SVGConfig
+    from svg_rlrf.track import SVGConfig
+    from vlm_rl.evaluate import run_config
 
-    cfg = load_config(SVGConfig, run_dir / "config.yaml")
-    final = run_dir / "final"
-    if not final.exists():
-        raise FileNotFoundError(f"{final} does not exist: the run has not finished (resume it first)")
-    cfg.model.path, cfg.model.lora.r, cfg.system.device = str(final), 0, "auto"
-    report = run_dir / DATA_REPORT
-    if not cfg.data.path and report.exists():  # a generated dataset: its cache may be relative to another cwd
-        dataset = Path(json.loads(report.read_text())["dataset"])
-        if dataset.exists():
-            cfg.data.cache_dir = str(dataset.parent)
-    return cfg
+    return run_config(run_dir, SVGConfig)
 
 
 def _initial_model(run_dir: Path) -> str | None:
@@ -159,10 +150,11 @@ def evaluate_run(req: EvalRequest) -> dict[str, float]:
     from shared.tracking import read_metrics
     from shared.tracking.run import Run
     from svg_rlrf.rewards import TargetCache
-    from svg_rlrf.track import build_setup, token_counter
+    from svg_rlrf.track import build_setup, load_data, token_counter
 
     cfg = _run_config(req.run_dir)
-    setup = build_setup(cfg)
+    data = load_data(cfg.data)
+    setup = build_setup(cfg, data)
     items = setup.eval_items(req.split)[: req.limit]
     if not items:
         raise ValueError(f"split {req.split!r} of {req.run_dir} has no items")
@@ -194,9 +186,9 @@ def evaluate_run(req: EvalRequest) -> dict[str, float]:
     columns = [("target", targets[:n_media], [str(it["answer"]) for it in items[:n_media]])]
     initial = _initial_model(req.run_dir)
     if initial:
-        init_cfg = _run_config(req.run_dir)
+        init_cfg = copy.deepcopy(cfg)
         init_cfg.model.path = initial
-        init_setup = build_setup(init_cfg)
+        init_setup = build_setup(init_cfg, data)
         init_svgs = model_outputs(init_setup, items[:n_media], init_cfg)
         _, init_images = score_outputs(init_svgs, items[:n_media], targets[:n_media], count)
         columns.append(("initial", init_images, init_svgs))

@@ -26,7 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from shared.clikit import run_rlab
+from shared.clikit import run_rlab, train_run
 from shared.tracking import read_metrics
 
 WARMUP = "warmup"
@@ -47,11 +47,7 @@ def run_job(out: Path, config: str, seed: int, overrides: list[str]) -> Path:
         sets.append(f"model.path={out / f'{WARMUP}-seed{seed}' / 'final'}")
     start = time.time()
     if not (run_dir / "final").exists():
-        if (run_dir / "config.yaml").exists():
-            run_rlab(["train", "svg", "--resume", str(run_dir)], log)
-        else:
-            run_rlab(["train", "svg", "--config", config, "--run-dir", str(run_dir),
-                      *(a for s in sets for a in ("--set", s))], log)
+        train_run("svg", config, run_dir, sets, log)
     for split in SPLITS:
         if not (run_dir / "eval" / f"{split}.json").exists():
             run_rlab(["eval", str(run_dir), "--split", split], log)

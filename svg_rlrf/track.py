@@ -16,7 +16,6 @@ writes both kinds, and ``--from-dir`` turns a folder of .svg files into one).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,12 +27,14 @@ from shared.lm.config import DataConfig, LMRunConfig, ModelConfig, SFTConfig
 from shared.tracks import EvalRequest, Track
 from svg_rlrf.rewards import RewardWeights
 from vlm_rl.models import TinyVLMConfig
+from vlm_rl.track import DATA_REPORT as VLM_DATA_REPORT
 from vlm_rl.track import VisionConfig
 
 log = logging.getLogger(__name__)
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
-DATA_REPORT = "data.json"
+DATA_REPORT = VLM_DATA_REPORT
+"""File in the run folder: the dataset used and what its loader kept and dropped (as in the vlm track)."""
 SVG_SPLIT = r"#[0-9a-fA-F]{6}|\d+"
 """Pieces the SVG tokenizer never merges with their neighbours: digit runs and ``#rrggbb`` colours (BPE
 then learns whole numbers and colours, and merges each tag with its first attribute, e.g. ``<circle cx="``)."""
@@ -220,24 +221,11 @@ def train_stream(rows: list[dict], seed: int, start: int, items_before_rl: int, 
 
 
 def load_model(cfg: SVGConfig, data: SVGData, runtime: Any = None) -> tuple[Any, Any]:
-    """(model, processor): model.path, or a tiny Qwen2.5-VL with an SVG tokenizer built in a temporary folder."""
-    import tempfile
+    """(model, processor): model.path, or a tiny Qwen2.5-VL whose tokenizer is trained on the training split's
+    SVG code with numbers and colours kept whole (`vlm_rl.track.load_model`)."""
+    from vlm_rl.track import load_model as load_vlm_model
 
-    from shared.lm.runtime import Runtime, load_dtype
-    from vlm_rl.models import build_tiny_vlm, load_vlm
-
-    dtype = load_dtype(cfg.model)
-    if cfg.model.path:
-        return load_vlm(cfg.model.path, dtype)
-    rt = runtime if runtime is not None else Runtime()
-    with tempfile.TemporaryDirectory(prefix="rlab-tiny-svg-") as tmp:
-        folder = Path(tmp) / "model"
-        if rt.is_main:
-            build_tiny_vlm(cfg.model.tiny, folder, seed=cfg.train.seed, corpus=svg_corpus(data.train),
-                           split_pattern=SVG_SPLIT)
-        loaded = load_vlm(Path(rt.broadcast(str(folder))), dtype)
-        rt.barrier()
-        return loaded
+    return load_vlm_model(cfg, runtime, corpus=svg_corpus(data.train), split_pattern=SVG_SPLIT)
 
 
 def token_counter(tokenizer: Any) -> Any:
@@ -288,18 +276,9 @@ def build_setup(cfg: SVGConfig, data: SVGData | None = None, runtime: Any = None
 
 def train(cfg: SVGConfig, run: Any, resuming: bool) -> None:
     """Train in `run` (warm-up and/or RLRF); under a multi-process launch only rank 0 writes."""
-    from shared.lm.runtime import build_runtime
-    from shared.lm.trainer import LMTrainer
+    from vlm_rl.track import train_with_data
 
-    runtime = build_runtime(cfg.system, cfg.model.dtype)
-    if runtime.is_main:
-        data = load_data(cfg.data)
-        (Path(run.path) / DATA_REPORT).write_text(json.dumps(data.report(), indent=2) + "\n")
-    runtime.barrier()
-    if not runtime.is_main:
-        data = load_data(cfg.data)
-    trainer = LMTrainer(build_setup(cfg, data, runtime), run, cfg.train, cfg.sft, cfg.rl, cfg.eval)
-    trainer.fit(resuming=resuming)
+    train_with_data(cfg, run, resuming, load_data, build_setup)
 
 
 def evaluate_run(req: EvalRequest) -> dict[str, float]:

@@ -87,14 +87,15 @@ def evaluate_vlm(setup: Any, items: list[dict], ks: Sequence[int], max_new_token
     return metrics, result.traces
 
 
-def _run_config(run_dir: Path) -> Any:
-    """The run's config, pointed at its final model and at the dataset it trained on."""
+def run_config(run_dir: Path, schema: Any = None) -> Any:
+    """The run's config (`schema`, default the vlm track's), pointed at its final model and at the dataset it
+    trained on; also the svg track's."""
     import json
 
     from shared.config import load_config
     from vlm_rl.track import DATA_REPORT, VLMConfig
 
-    cfg = load_config(VLMConfig, run_dir / "config.yaml")
+    cfg = load_config(schema or VLMConfig, run_dir / "config.yaml")
     final = run_dir / "final"
     if not final.exists():
         raise FileNotFoundError(f"{final} does not exist: the run has not finished (resume it first)")
@@ -120,7 +121,7 @@ def evaluate_run(req: EvalRequest) -> dict[str, float]:
     from shared.tracking.run import Run
     from vlm_rl.track import build_setup
 
-    cfg = _run_config(req.run_dir)
+    cfg = run_config(req.run_dir)
     setup = build_setup(cfg)
     items = setup.eval_items(req.split)[: req.limit]
     probe = bool(req.options.get("vision_probe", True))

@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from shared.clikit import run_rlab
+from shared.clikit import run_rlab, train_run
 from shared.tracking import read_metrics
 
 WARMUP = "warmup"
@@ -52,11 +52,7 @@ def run_job(out: Path, config: str, seed: int, overrides: list[str]) -> Path:
         sets += [f"model.path={out / f'{WARMUP}-seed{seed}' / 'final'}", "sft.steps=0"]
     start = time.time()
     if not (run_dir / "final").exists():
-        if (run_dir / "config.yaml").exists():
-            run_rlab(["train", "vlm", "--resume", str(run_dir)], log)
-        else:
-            run_rlab(["train", "vlm", "--config", config, "--run-dir", str(run_dir),
-                  *(a for s in sets for a in ("--set", s))], log)
+        train_run("vlm", config, run_dir, sets, log)
     done = _final_evals(read_metrics(run_dir))
     for split in SPLITS:
         if f"final_eval/{split}/accuracy" not in done:

@@ -222,10 +222,13 @@ def epoch_stream(rows: list[dict], seed: int, start: int = 0) -> Iterator[dict]:
 # --------------------------------------------------------------------------------------- set-up
 
 
-def load_model(cfg: VLMConfig, runtime: Any = None) -> tuple[Any, Any]:
+def load_model(cfg: Any, runtime: Any = None, corpus: list[str] | None = None,
+               split_pattern: str | None = None) -> tuple[Any, Any]:
     """(model, processor): from model.path, or a tiny Qwen2.5-VL built (and reloaded) in a temporary folder
     (under a multi-process launch built by rank 0, whose folder the others read: transformers'
-    save_pretrained writes only on rank 0 once a process group exists)."""
+    save_pretrained writes only on rank 0 once a process group exists). `cfg` is any config with
+    model.path, model.tiny, model.dtype and train.seed (the vlm and svg tracks'); `corpus` and
+    `split_pattern` shape the tiny model's tokenizer (`vlm_rl.models.build_tiny_vlm`)."""
     import tempfile
 
     from shared.lm.runtime import Runtime, load_dtype
@@ -238,7 +241,7 @@ def load_model(cfg: VLMConfig, runtime: Any = None) -> tuple[Any, Any]:
     with tempfile.TemporaryDirectory(prefix="rlab-tiny-vlm-") as tmp:
         folder = Path(tmp) / "model"
         if rt.is_main:
-            build_tiny_vlm(cfg.model.tiny, folder, seed=cfg.train.seed)
+            build_tiny_vlm(cfg.model.tiny, folder, seed=cfg.train.seed, corpus=corpus, split_pattern=split_pattern)
         loaded = load_vlm(Path(rt.broadcast(str(folder))), dtype)
         rt.barrier()  # rank 0's folder goes when every process has read it
         return loaded
@@ -302,20 +305,27 @@ def _papo_terms(cfg: VLMConfig, processor: Any, root: Path, system: str | None) 
 # ------------------------------------------------------------------------------- entry points
 
 
-def train(cfg: VLMConfig, run: Any, resuming: bool) -> None:
-    """Train in `run`; under a multi-process launch every process calls it and only rank 0 writes."""
+def train_with_data(cfg: Any, run: Any, resuming: bool, load: Any, setup: Any) -> None:
+    """Train an LM track's run on a loaded dataset: `load(cfg.data)` (rank 0 first, so a generated dataset is
+    written once before the others read it; its report goes to the run's DATA_REPORT), then
+    `setup(cfg, data, runtime)` and the shared loop. The vlm and svg tracks' `train`."""
     from shared.lm.runtime import build_runtime
     from shared.lm.trainer import LMTrainer
 
     runtime = build_runtime(cfg.system, cfg.model.dtype)
-    if runtime.is_main:  # a generated dataset is written once, by rank 0, before the others read it
-        data = load_data(cfg.data)
+    if runtime.is_main:
+        data = load(cfg.data)
         (Path(run.path) / DATA_REPORT).write_text(json.dumps(data.report(), indent=2) + "\n")
     runtime.barrier()
     if not runtime.is_main:
-        data = load_data(cfg.data)
-    trainer = LMTrainer(build_setup(cfg, data, runtime), run, cfg.train, cfg.sft, cfg.rl, cfg.eval)
+        data = load(cfg.data)
+    trainer = LMTrainer(setup(cfg, data, runtime), run, cfg.train, cfg.sft, cfg.rl, cfg.eval)
     trainer.fit(resuming=resuming)
+
+
+def train(cfg: VLMConfig, run: Any, resuming: bool) -> None:
+    """Train in `run`; under a multi-process launch every process calls it and only rank 0 writes."""
+    train_with_data(cfg, run, resuming, load_data, build_setup)
 
 
 def evaluate_run(req: EvalRequest) -> dict[str, float]:

@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from shared.clikit import run_rlab
+from shared.clikit import run_rlab, train_run
 
 DEFAULT_CONFIGS = ("fastrlap", "fastrlap_teleport")
 EVAL_LAPS = 3
@@ -64,11 +64,7 @@ def run_job(out: Path, config: str, seed: int, tracks: list[str], overrides: lis
     sets = [f"train.seed={seed}", f"demo={out / 'demo'}", "eval.baseline=false", *overrides]
     start = time.time()
     if not (run_dir / "final" / "policy.zip").exists():
-        if (run_dir / "config.yaml").exists():
-            run_rlab(["train", "rccar", "--resume", str(run_dir)], log)
-        else:
-            run_rlab(["train", "rccar", "--config", config, "--run-dir", str(run_dir),
-                  *(a for s in sets for a in ("--set", s))], log)
+        train_run("rccar", config, run_dir, sets, log)
     for track in tracks:
         if not (run_dir / "eval" / f"{_tag(track)}.json").exists():
             run_rlab(["eval", str(run_dir), "--track", track, "--laps", str(EVAL_LAPS)], log)

@@ -76,11 +76,10 @@ from svg_rlrf.data.synthetic import (
     level_stats,
     render_targets,
     split_table,
-    staged_folder,
     svg_document,
     write_card,
-    write_rows,
 )
+from vlm_rl.data.writer import staged_folder, write_rows
 
 XLINK_NS = "http://www.w3.org/1999/xlink"
 MAX_BYTES = 200_000

@@ -39,15 +39,14 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vlm_rl.data.writer import staged_folder, write_rows
 
 SVG_NS = "http://www.w3.org/2000/svg"
 TASK = "svg"
@@ -452,33 +451,6 @@ def render_targets(codes: Sequence[str], canvas: int, image_size: int) -> list[t
     return out
 
 
-def check_out(out: Path) -> None:
-    """Refuse (``FileExistsError``) an `out` that exists and is not an empty folder."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out} already exists and is not an empty folder; pick another --out or remove it "
-                              "first (datasets are never overwritten)")
-
-
-@contextmanager
-def staged_folder(out: Path) -> Iterator[Path]:
-    """A temporary sibling of `out` to write into, renamed to `out` at the end (removed on any error),
-    so `out` either holds a whole dataset or does not exist."""
-    out = Path(out)
-    check_out(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
-        yield tmp
-        check_out(out)  # again: someone may have written there meanwhile
-        if out.exists():
-            out.rmdir()
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def save_image(folder: Path, split: str, index: int, image: np.ndarray) -> str:
     """Write ``images/<split>/<index>.png`` under `folder`; returns that relative path."""
     from PIL import Image
@@ -487,12 +459,6 @@ def save_image(folder: Path, split: str, index: int, image: np.ndarray) -> str:
     (folder / rel).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(folder / rel, format="PNG", compress_level=1)
     return rel
-
-
-def write_rows(path: Path, rows: list[dict]) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def write_card(folder: Path, card: dict[str, Any], readme: list[str]) -> None:

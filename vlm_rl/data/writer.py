@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 SPLITS: dict[str, bool] = {"test": False, "test_ood": True, "train": False}
@@ -22,13 +24,13 @@ SPLITS: dict[str, bool] = {"test": False, "test_ood": True, "train": False}
 FORMAT = "rlab-vlm-dataset/1"
 
 
-def _check_out(out: Path) -> None:
+def check_out(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} already exists and is not an empty folder; pick another --out or remove it "
                               "first (datasets are never overwritten)")
 
 
-def _write_rows(path: Path, rows: list[dict], file_format: str) -> None:
+def write_rows(path: Path, rows: list[dict], file_format: str = "jsonl") -> None:
     if file_format == "jsonl":
         with path.open("w", encoding="utf-8") as f:
             for row in rows:
@@ -61,7 +63,7 @@ def _write_splits(
                 image.save(folder / rel, format="PNG", compress_level=1)  # 2x faster than 6, same size
                 rows.append({**row, "images": [rel]})
                 bar.update()
-            _write_rows(folder / f"{split}.{file_format}", rows, file_format)
+            write_rows(folder / f"{split}.{file_format}", rows, file_format)
 
 
 def _write_card(folder: Path, task: str, counts: dict[str, int], seed: int, image_size: int, file_format: str) -> None:
@@ -120,13 +122,23 @@ def write_dataset(
     if file_format not in ("jsonl", "parquet"):
         raise ValueError(f"file_format must be 'jsonl' or 'parquet' (got {file_format!r})")
     out = Path(out)
-    _check_out(out)
+    with staged_folder(out) as tmp:
+        _write_splits(tmp, task, counts, seed, image_size, file_format, progress)
+        _write_card(tmp, task, counts, seed, image_size, file_format)
+    return out
+
+
+@contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """A temporary sibling of `out` to write a dataset into, renamed to `out` at the end (removed on any
+    error), so `out` either holds a whole dataset or does not exist; `check_out` before and after."""
+    out = Path(out)
+    check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
-        _write_splits(tmp, task, counts, seed, image_size, file_format, progress)
-        _write_card(tmp, task, counts, seed, image_size, file_format)
-        _check_out(out)  # again: someone may have written there meanwhile
+        yield tmp
+        check_out(out)  # again: someone may have written there meanwhile
         if out.exists():
             out.rmdir()
         tmp.chmod(0o755)  # mkdtemp makes it private
@@ -134,4 +146,3 @@ def write_dataset(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
