@@ -171,9 +171,16 @@ def eval_(
     track: Annotated[str | None, typer.Option(
         "--track", help="Robot tracks: the circuit to drive (bundled name or CSV path; rccar)")] = None,
     laps: Annotated[int | None, typer.Option(help="Robot tracks: laps to drive (rccar)")] = None,
+    worlds: Annotated[str | None, typer.Option(
+        help="flight: generated worlds to fly in (heldout, heldout_textures, val, train)")] = None,
+    episodes: Annotated[int | None, typer.Option(help="flight: flights per controller")] = None,
+    world: Annotated[str | None, typer.Option(
+        help="flight: a world file (OBJ, URDF or SDF; pybullet_data:NAME for one shipped with pybullet)")] = None,
+    start: Annotated[str | None, typer.Option(help="flight: start pose x,y,z,yaw_deg in --world")] = None,
     runs_root: Annotated[Path, typer.Option(help="Where runs live")] = RUNS_ROOT,
 ) -> None:
-    """Evaluate a finished run's model on a held-out split: mean@k and pass@k (LM tracks), laps (rccar)."""
+    """Evaluate a finished run's model on a held-out split: mean@k and pass@k (LM tracks), laps (rccar),
+    collision-free flight distance against the baselines (flight)."""
     from shared.tracks import load_track
 
     try:
@@ -188,7 +195,9 @@ def eval_(
     if trk.evaluate is None:
         raise _fail(f"track {run_track!r} has no evaluation", EXIT_USAGE)
     try:
-        options = {key: value for key, value in (("track", track), ("laps", laps)) if value is not None}
+        options = {key: value for key, value in (("track", track), ("laps", laps), ("worlds", worlds),
+                                                 ("episodes", episodes), ("world", world), ("start", start))
+                   if value is not None}
         metrics = trk.evaluate(EvalRequest(path, split, ks, limit, options))
     except (FileNotFoundError, ValueError) as err:
         raise _fail(str(err)) from None

@@ -106,5 +106,5 @@ def test_demo_quick_ends_with_a_gallery_of_every_track(tmp_path: Path) -> None:
     index = Path(last.removeprefix("gallery: "))
     assert index.exists()
     html = index.read_text()
-    for track in ("diag", "vlm", "svg", "fastrlap"):  # the rccar run is named after its config
+    for track in ("diag", "vlm", "svg", "fastrlap", "cad2rl"):  # rccar and flight runs are named after their config
         assert f"{track}-" in html, f"the demo gallery has no {track} run"

@@ -1,0 +1,1 @@
+"""Flight track (CAD2RL): Monte Carlo value learning for collision-free flight from one camera."""

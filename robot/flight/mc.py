@@ -1,0 +1,217 @@
+"""CAD2RL's Monte Carlo policy evaluation: fly, branch every action from visited states, label, regress.
+
+One iteration:
+
+1. **Fly** the current policy (epsilon-greedy; the first iteration flies straight with random turns) in
+   freshly generated training worlds; every `stride` steps the state is a root.
+2. **Label** each root: every action is a branch that takes that action, then follows the current
+   policy (the first iteration: flies straight) for the rest of the `horizon`; a branch ends at its
+   collision. The label of an action is the fraction of the horizon it survived. Branches of all roots
+   of an episode advance in lockstep, so each step renders every live branch once and runs the network
+   once on the whole batch.
+3. **Fit** the value network on every label so far (images mirrored left-right with their label maps:
+   free data, as corridors have no handedness).
+
+Following the current policy after the first branch step, instead of flying straight, is what makes the
+labels see turns coming: "turn, then fly straight" labels are myopic.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from robot.flight.model import ValueNet, choose_action, mirror_actions
+
+
+@dataclass
+class Batch:
+    obs: np.ndarray
+    """(N, H, W, 3) uint8 root images."""
+    labels: np.ndarray
+    """(N, K*K) float32 fraction of the horizon each action survived."""
+
+    @staticmethod
+    def empty(image_size: int, n_actions: int) -> Batch:
+        return Batch(np.zeros((0, image_size, image_size, 3), np.uint8), np.zeros((0, n_actions), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.obs)
+
+    def extend(self, other: Batch) -> Batch:
+        return Batch(np.concatenate([self.obs, other.obs]), np.concatenate([self.labels, other.labels]))
+
+
+def follow_policy(net: ValueNet | None, k: int, tie_tol: float) -> Callable[[Any, list], list[int]] | None:
+    """The batched follow-up policy of branches: None flies straight (nothing rendered)."""
+    if net is None:
+        return None
+
+    def act(env: Any, states: list) -> list[int]:
+        images = np.stack([env.observe(s) for s in states])
+        values = net.values(images)
+        return [choose_action(v, k, tie_tol) for v in values]
+
+    return act
+
+
+def label_roots(env: Any, roots: list, horizon: int, follow: Callable[[Any, list], list[int]] | None) -> np.ndarray:
+    """(len(roots), K*K) Monte Carlo labels of every action at every root (all in `env`'s current world)."""
+    n_actions = env.k * env.k
+    labels = np.zeros((len(roots), n_actions), np.float32)
+    live: list[tuple[int, int, Any]] = []  # (root index, action, state)
+    for i, root in enumerate(roots):
+        for a in range(n_actions):
+            state, hit, left = env.advance(root, a)
+            if hit is not None:
+                continue
+            labels[i, a] = 1.0
+            if not left:
+                live.append((i, a, state))
+    for _ in range(1, horizon):
+        if not live:
+            break
+        actions = ([env.straight_action] * len(live) if follow is None
+                   else follow(env, [s for _, _, s in live]))
+        still = []
+        for (i, a, state), act in zip(live, actions, strict=True):
+            nxt, hit, left = env.advance(state, act)
+            if hit is not None:
+                continue
+            labels[i, a] += 1.0
+            if not left:
+                still.append((i, a, nxt))
+            else:  # left the world's box without a collision: counts as surviving the rest
+                labels[i, a] = horizon
+        live = still
+    return np.minimum(labels / horizon, 1.0)
+
+
+def collect(env: Any, net: ValueNet | None, n_roots: int, rng: np.random.Generator, *, horizon: int, stride: int,
+            epsilon: float, tie_tol: float, label_net: ValueNet | None, max_steps: int = 400,
+            progress: Callable[[int], None] | None = None) -> tuple[Batch, dict[str, float]]:
+    """Fly episodes in new training worlds until `n_roots` labelled roots; (batch, stats).
+
+    `net` steers the flights (None: straight, with random turns at rate `epsilon`); `label_net` is the
+    policy the branches follow (None: straight).
+    """
+    follow = follow_policy(label_net, env.k, tie_tol)
+    obs_list, label_list = [], []
+    flown, episodes, t0 = [], 0, time.time()
+    n_actions = env.k * env.k
+    while sum(len(o) for o in obs_list) < n_roots:
+        obs, _ = env.reset(seed=int(rng.integers(2**31)))
+        roots, images = [], []
+        for t in range(max_steps):
+            if t % stride == 0:
+                roots.append(env.snapshot())
+                images.append(obs)
+            if rng.random() < epsilon:
+                action = int(rng.integers(n_actions))
+            elif net is None:
+                action = env.straight_action
+            else:
+                action = choose_action(net.values(obs[None])[0], env.k, tie_tol)
+            obs, _, terminated, truncated, info = env.step(action)
+            if terminated or truncated:
+                break
+        flown.append(info["distance_m"])
+        episodes += 1
+        need = n_roots - sum(len(o) for o in obs_list)
+        roots, images = roots[:need], images[:need]
+        label_list.append(label_roots(env, roots, horizon, follow))
+        obs_list.append(np.stack(images))
+        if progress is not None:
+            progress(len(roots))
+    batch = Batch(np.concatenate(obs_list), np.concatenate(label_list))
+    stats = {"collect/episodes": episodes, "collect/flight_m": float(np.mean(flown)),
+             "collect/label_mean": float(batch.labels.mean()),
+             "collect/label_ties": float(np.mean((batch.labels >= batch.labels.max(1, keepdims=True) - 1e-6).sum(1))),
+             "collect/seconds": time.time() - t0}
+    return batch, stats
+
+
+def fit(net: ValueNet, optimizer: Any, data: Batch, rng: np.random.Generator, *, epochs: int, batch_size: int,
+        mirror: bool = True) -> dict[str, float]:
+    """Regress `net` on `data` (binary cross-entropy against the soft labels); the mean loss of the last epoch."""
+    import torch
+
+    obs, labels = data.obs, data.labels
+    if mirror:
+        flip = mirror_actions(net.k)
+        obs = np.concatenate([obs, obs[:, :, ::-1]])
+        labels = np.concatenate([labels, labels[:, flip]])
+    n = len(obs)
+    net.train()
+    last = float("nan")
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        total, count = 0.0, 0
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            x = torch.from_numpy(np.ascontiguousarray(obs[idx]))
+            y = torch.from_numpy(labels[idx])
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+        last = total / max(count, 1)
+    net.eval()
+    return {"fit/loss": last, "fit/samples": n}
+
+
+# ------------------------------------------------------------------------------------------ flying
+
+
+@dataclass
+class Flight:
+    distance_m: float
+    collision: str | None
+    """What ended it (None: the distance cap or the world's edge)."""
+    world_seed: int | None
+    xy: np.ndarray
+    frames: list[np.ndarray] | None = None
+    actions: list[int] | None = None
+    values: list[np.ndarray | None] | None = None
+
+
+def fly(env: Any, controller: Any, seed: int, max_steps: int | None = None, record: bool = False) -> Flight:
+    """One flight of `controller` (see `robot.flight.controllers`) from ``env.reset(seed=seed)``."""
+    obs, info = env.reset(seed=seed)
+    steps = max_steps or int(math.ceil(env.max_distance_m / env.step_m)) + 1
+    xy = [info["pos"][:2]]
+    frames, actions, values = ([obs], [], []) if record else (None, None, None)
+    hit = None
+    for _ in range(steps):
+        action, v = controller(env, obs)
+        obs, _, terminated, truncated, info = env.step(action)
+        xy.append(info["pos"][:2])
+        if record:
+            actions.append(action)  # type: ignore[union-attr]
+            values.append(v)  # type: ignore[union-attr]
+            frames.append(obs)  # type: ignore[union-attr]
+        if terminated or truncated:
+            hit = info["collision"]
+            break
+    return Flight(info["distance_m"], hit, info["world_seed"], np.asarray(xy), frames, actions, values)
+
+
+def summarise(flights: list[Flight], success_m: float) -> dict[str, float]:
+    """Mean collision-free distance with its standard error, fraction beyond `success_m`, collisions by kind."""
+    d = np.array([f.distance_m for f in flights], dtype=float)
+    out = {"distance_m": float(d.mean()), "distance_se": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0,
+           f"beyond_{success_m:g}m": float(np.mean(d >= success_m)), "flights": len(d)}
+    kinds: dict[str, int] = {}
+    for f in flights:
+        key = f.collision or "none"
+        kinds[key] = kinds.get(key, 0) + 1
+    for key, count in sorted(kinds.items()):
+        out[f"collisions/{key}"] = count / len(flights)
+    return out
