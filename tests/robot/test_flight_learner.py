@@ -1,0 +1,122 @@
+"""robot.flight: action choice, Monte Carlo labels, baselines and fitting, on hand-built worlds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from robot.flight.controllers import baseline, cell_clearance, depth_heuristic, oracle_controller, straight
+from robot.flight.mc import Batch, Flight, fit, fly, label_roots, summarise
+from robot.flight.model import ValueNet, centre_order, choose_action, mirror_actions
+from sim.flight import IndoorFlightEnv
+from tests.sim.flight_worlds import pillar_world
+
+
+@pytest.fixture
+def pillar(tmp_path):
+    env = IndoorFlightEnv(world=pillar_world(tmp_path), start=(0, 0, 1.2, 0), max_distance_m=8.0)
+    env.reset(seed=0)
+    yield env
+    env.close()
+
+
+def test_ties_go_to_the_cell_nearest_straight() -> None:
+    assert centre_order(3)[0] == 4
+    assert choose_action([0.5, 0.9, 0.5, 0.9, 0.9, 0.9, 0, 0, 0], 3) == 4
+    assert choose_action([0.5, 0.9, 0.5, 0.9, 0.85, 0.9, 0, 0, 0], 3, tie_tol=0.02) == 1  # nearest of the best
+    assert choose_action([0.5, 0.9, 0.5, 0.9, 0.85, 0.9, 0, 0, 0], 3, tie_tol=0.1) == 4
+    assert choose_action([1.0, 0, 0, 0, 0, 0, 0, 0, 0], 3) == 0
+
+
+def test_mirror_swaps_left_and_right_columns() -> None:
+    m = mirror_actions(3)
+    assert m.tolist() == [2, 1, 0, 5, 4, 3, 8, 7, 6]
+    assert (m[m] == np.arange(9)).all()
+
+
+def test_labels_see_the_pillar_ahead(pillar) -> None:
+    root = pillar.snapshot()
+    labels = label_roots(pillar, [root], horizon=12, follow=None)[0]
+    assert labels.shape == (9,) and ((labels >= 0) & (labels <= 1)).all()
+    # Straight (4) hits the pillar 2 m ahead within 4 steps; the side columns clear it and survive the horizon.
+    assert labels[4] < 0.4
+    assert labels[3] == 1.0 and labels[5] == 1.0
+
+
+def test_following_a_straight_policy_gives_the_same_labels_as_straight_branches(pillar) -> None:
+    calls = []
+
+    def follow(env, states):
+        calls.append(len(states))
+        return [env.straight_action] * len(states)
+
+    root = pillar.snapshot()
+    a = label_roots(pillar, [root, root], horizon=10, follow=None)
+    b = label_roots(pillar, [root, root], horizon=10, follow=follow)
+    assert np.array_equal(a, b)
+    assert calls and max(calls) <= 18, "branches of both roots advance in one batch per step"
+
+
+def test_baselines_on_the_pillar(pillar) -> None:
+    flown = {name: fly(pillar, baseline(name, 0, 12), seed=0) for name in ("straight", "depth", "oracle")}
+    assert flown["straight"].collision == "world" and flown["straight"].distance_m < 2.0
+    assert flown["oracle"].collision is None and flown["oracle"].distance_m == pytest.approx(8.0)
+    assert flown["depth"].distance_m > flown["straight"].distance_m
+    pillar.reset(seed=0)
+    clear = cell_clearance(pillar.depth, 3)
+    assert clear[4] < clear[3] and clear[4] < clear[5], "the pillar is nearest in the centre cell"
+    action, _ = depth_heuristic(pillar, None)
+    assert action != 4
+    action, scores = oracle_controller(12)(pillar, None)
+    assert scores[action] == 1.0, "the oracle's move has a branch that survives the whole horizon"
+    # With the pillar one step away, flying straight is no longer among the surviving first moves.
+    near = IndoorFlightEnv(world=pillar.user_world, start=(1.0, 0, 1.2, 0))
+    near.reset(seed=0)
+    action, scores = oracle_controller(12)(near, None)
+    assert action != 4 and scores[4] < 1.0
+    near.close()
+    assert straight(pillar, None)[0] == 4
+    with pytest.raises(ValueError, match="unknown baseline 'wall-follow'"):
+        baseline("wall-follow")
+
+
+def test_fit_learns_which_side_is_open() -> None:
+    # Images bright on the left half mean "left is free" (labels of column 0 high), and vice versa.
+    rng = np.random.default_rng(0)
+    n = 256
+    obs = rng.integers(0, 60, size=(n, 16, 16, 3)).astype(np.uint8)
+    labels = np.zeros((n, 9), np.float32)
+    left = rng.random(n) < 0.5
+    obs[left, :, :8] += 150
+    obs[~left, :, 8:] += 150
+    labels[left][:, [0, 3, 6]] = 1.0
+    labels[np.ix_(left, [0, 3, 6])] = 1.0
+    labels[np.ix_(~left, [2, 5, 8])] = 1.0
+    torch.manual_seed(0)
+    net = ValueNet(3, 16, width=8)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    data = Batch(obs, labels)
+    before = torch.nn.functional.binary_cross_entropy(torch.from_numpy(net.values(obs)), torch.from_numpy(labels))
+    stats = fit(net, opt, data, rng, epochs=15, batch_size=32)
+    v = net.values(obs)
+    assert stats["fit/loss"] < 0.5 * float(before)
+    assert (v[left][:, 3] > v[left][:, 5]).mean() > 0.95
+    assert (v[~left][:, 5] > v[~left][:, 3]).mean() > 0.95
+
+
+def test_value_net_shape_and_size_check() -> None:
+    net = ValueNet(5, 32, width=4)
+    out = net.values(np.zeros((2, 32, 32, 3), np.uint8))
+    assert out.shape == (2, 25) and ((out > 0) & (out < 1)).all()
+    with pytest.raises(ValueError, match="divisible by 16"):
+        ValueNet(3, 40)
+
+
+def test_summary_statistics_by_hand() -> None:
+    flights = [Flight(1.0, "wall", 0, np.zeros((1, 2))), Flight(2.0, "furniture", 1, np.zeros((1, 2))),
+               Flight(3.0, None, 2, np.zeros((1, 2)))]
+    s = summarise(flights, 2.5)
+    assert s["distance_m"] == 2.0 and s["distance_se"] == pytest.approx(1 / np.sqrt(3))
+    assert s["beyond_2.5m"] == pytest.approx(1 / 3)
+    assert s["collisions/wall"] == s["collisions/furniture"] == s["collisions/none"] == pytest.approx(1 / 3)

@@ -1,0 +1,155 @@
+"""The flight track end to end: train (tiny), kill and resume, a corrupt checkpoint, eval through the CLI,
+the gallery, and config and input errors."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import robot.flight.mc as mc
+from robot.flight.track import CONFIGS_DIR, FlightConfig, train
+from shared.cli import app
+from shared.config import ConfigError, load_config, to_yaml
+from shared.tracking.checkpoint import CheckpointWarning, list_checkpoints
+from shared.tracking.run import Run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = ["mc.iterations=1", "mc.roots_first=40", "mc.roots=6", "mc.horizon=5", "fit.epochs=1", "fit.width=4",
+        "eval.val_flights=2", "eval.videos=1", "env.max_distance_m=6", "env.image_size=32",
+        "eval.baselines=[straight,depth,oracle]", "eval.oracle_horizon=4"]
+
+
+def _cfg(*extra: str) -> FlightConfig:
+    return load_config(FlightConfig, "cad2rl", [*TINY, *extra], CONFIGS_DIR)
+
+
+def _train(run_dir: Path, cfg: FlightConfig, resuming: bool = False) -> str:
+    out = io.StringIO()
+    run = Run.open(run_dir) if resuming else Run.create("flight", cfg.name, to_yaml(cfg), cfg.train.seed,
+                                                         run_dir=run_dir)
+    with contextlib.redirect_stdout(out), run:
+        train(cfg, run, resuming)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    base = tmp_path_factory.mktemp("flight")
+    run_dir = base / "run"
+    stdout = _train(run_dir, _cfg())
+    return run_dir, stdout
+
+
+def test_training_writes_the_policy_summary_metrics_and_media(trained) -> None:
+    run_dir, stdout = trained
+    assert (run_dir / "final" / "value_net.safetensors").exists()
+    meta = json.loads((run_dir / "final" / "policy.json").read_text())
+    assert meta["net"] == {"k": 3, "image_size": 32, "width": 4}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["rounds"] == 2 and summary["labels"] == 46
+    assert [h["round"] for h in summary["history"]] == [0, 1]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any("val/distance_m" in r for r in rows) and any("collect/label_mean" in r for r in rows)
+    media = (run_dir / "media" / "manifest.jsonl").read_text()
+    assert "val0.webm" in media and "val0-map.png" in media and "rounds.png" in media
+    assert "round 0:" in stdout and "round 1:" in stdout
+
+
+def test_a_killed_run_resumes_after_its_last_round(tmp_path, monkeypatch) -> None:
+    run_dir = tmp_path / "run"
+    real_fit, calls = mc.fit, []
+
+    def dying_fit(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed while fitting round 1
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(mc, "fit", dying_fit)
+    with pytest.raises(KeyboardInterrupt):
+        _train(run_dir, _cfg())
+    assert [s for s, _ in list_checkpoints(run_dir / "checkpoints")] == [1]
+    monkeypatch.setattr(mc, "fit", real_fit)
+    stdout = _train(run_dir, _cfg(), resuming=True)
+    assert "resumed after round 1 (40 labels" in stdout
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["labels"] == 46 and [h["round"] for h in summary["history"]] == [0, 1]
+    steps = [json.loads(line).get("step") for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert sorted(s for s in steps if s is not None) == sorted(set(s for s in steps if s is not None))
+
+
+def test_a_corrupt_checkpoint_is_moved_aside_and_training_starts_over(trained, tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained[0], run_dir)
+    shutil.rmtree(run_dir / "final")
+    ckpt = list_checkpoints(run_dir / "checkpoints")[-1][1]
+    f = ckpt / "model.safetensors"
+    data = bytearray(f.read_bytes())
+    data[-3] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stdout = _train(run_dir, _cfg(), resuming=True)
+    assert any(issubclass(w.category, CheckpointWarning) for w in caught)
+    assert "resumed" not in stdout and (run_dir / "final" / "value_net.safetensors").exists()
+    assert list((run_dir / "checkpoints").glob("*.corrupt-*"))
+
+
+def test_eval_on_generated_worlds_and_a_mesh_through_the_cli(trained, tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained[0], run_dir)
+    runner = CliRunner()
+    res = runner.invoke(app, ["eval", str(run_dir), "--worlds", "heldout_textures", "--episodes", "2"])
+    assert res.exit_code == 0, res.output
+    assert "cad2rl_distance_m:" in res.output and "oracle_distance_m:" in res.output
+    result = json.loads((run_dir / "eval" / "heldout_textures.json").read_text())
+    assert set(result["results"]) == {"cad2rl", "straight", "depth", "oracle"}
+    assert all(len(r["per_flight_m"]) == 2 for r in result["results"].values())
+    res = runner.invoke(app, ["eval", str(run_dir), "--world", "pybullet_data:samurai.urdf", "--start",
+                              "5,5,1.2,45", "--episodes", "2"])
+    assert res.exit_code == 0, res.output
+    mesh = json.loads((run_dir / "eval" / "world-samurai.json").read_text())
+    assert mesh["split"] == "user" and mesh["start"] == [5.0, 5.0, 1.2, 45.0]
+    assert (run_dir / "media" / "eval" / "world-samurai" / "flight0.webm").stat().st_size > 0
+    res = runner.invoke(app, ["gallery", str(run_dir), "--out", str(tmp_path / "g")])
+    assert res.exit_code == 0, res.output
+    assert ".webm" in (tmp_path / "g" / "index.html").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--world", "/nowhere/building.obj", "--start", "1,2,1,0"], "building.obj does not exist"),
+    (["--world", "pybullet_data:samurai.urdf"], "--world needs --start"),
+    (["--world", "pybullet_data:samurai.urdf", "--start", "1,2"], "four finite numbers"),
+    (["--worlds", "moon"], "--worlds must be one of"),
+    (["--worlds", "heldout", "--start", "1,2,3,4"], "--start goes with --world"),
+    (["--track", "Monza"], "flight eval takes --worlds"),
+])
+def test_eval_input_errors_name_the_problem(trained, args, message) -> None:
+    res = CliRunner().invoke(app, ["eval", str(trained[0]), *args])
+    assert res.exit_code == 1 and message in res.output
+
+
+def test_a_start_inside_the_mesh_is_refused(trained, tmp_path) -> None:
+    from tests.sim.flight_worlds import pillar_world
+
+    world = pillar_world(tmp_path)
+    res = CliRunner().invoke(app, ["eval", str(trained[0]), "--world", str(world), "--start", "2.2,0,1.2,0"])
+    assert res.exit_code == 1 and "inside geometry" in res.output
+
+
+@pytest.mark.parametrize("override, key", [
+    ("env.image_size=40", "env.image_size"), ("env.grid=0", "env.grid"), ("mc.horizon=0", "mc.horizon"),
+    ("env.corridor_m=[3,2]", "env.corridor_m"), ("eval.baselines=[teleport]", "eval.baselines"),
+    ("env.renderer=opengl", "env.renderer"),
+])
+def test_config_errors_name_the_key(override, key) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        _cfg(override)
