@@ -26,7 +26,7 @@ from pathlib import Path
 from shared.clikit import run_rlab, train_run
 
 WORLDS = ("heldout", "heldout_textures", "mesh")
-CONTROLLERS = ("cad2rl", "straight", "random", "depth", "oracle")
+CONTROLLERS = ("cad2rl", "straight", "random", "depth", "depth_farthest", "oracle")
 
 
 def _eval_args(where: str, episodes: int) -> list[str]:
@@ -47,7 +47,7 @@ def _eval_file(run_dir: Path, where: str) -> Path:
 def run_job(out: Path, config: str, seed: int, first: bool, episodes: int, overrides: list[str]) -> Path:
     name = f"{config}-seed{seed}"
     run_dir, log = out / name, out / "logs" / f"{name}.log"
-    base = "[straight,random,depth,oracle]" if first else "[straight,random,depth]"
+    base = "[straight,random,depth,depth_farthest,oracle]" if first else "[straight,random,depth,depth_farthest]"
     sets = [f"train.seed={seed}", f"eval.baselines={base}", *overrides]
     start = time.time()
     if not (run_dir / "final" / "value_net.safetensors").exists():
@@ -67,8 +67,8 @@ def _mean_se(values: list[float]) -> str:
 
 def table(out: Path, config: str, seeds: list[int]) -> str:
     """Markdown: per world set, each controller's mean distance (mean over seeds ± standard error over seeds;
-    per seed: mean ± standard error over flights), its ratio to flying straight and the fraction past the
-    success distance."""
+    per seed: mean ± standard error over flights), its ratio to flying straight, the new ground covered (a
+    flight circling in a room flies far but covers little) and the fraction past the success distance."""
     evals = {s: {w: json.loads(_eval_file(out / f"{config}-seed{s}", w).read_text()) for w in WORLDS} for s in seeds}
     first = seeds[0]
     lines = []
@@ -76,8 +76,9 @@ def table(out: Path, config: str, seeds: list[int]) -> str:
         e0 = evals[first][where]
         success = e0["success_m"]
         lines += [f"**{where}** ({e0['episodes']} flights per controller, the same worlds for every seed)", "",
-                  f"| controller | distance (m), mean over seeds | x straight | beyond {success:g} m | per seed |",
-                  "|---|---|---|---|---|"]
+                  f"| controller | distance (m), mean over seeds | x straight | new ground (m) | beyond {success:g} m "
+                  "| per seed (mean ± s.e. over flights) |",
+                  "|---|---|---|---|---|---|"]
         for name in CONTROLLERS:
             per_seed = [evals[s][where]["results"][name] for s in seeds if name in evals[s][where]["results"]]
             if not per_seed:
@@ -88,7 +89,9 @@ def table(out: Path, config: str, seeds: list[int]) -> str:
             ratio = [a / b for a, b in zip(d, straight, strict=True)]
             beyond = [r[f"beyond_{success:g}m"] for r in per_seed]
             per = ", ".join(f"{r['distance_m']:.1f} ± {r['distance_se']:.1f}" for r in per_seed)
-            lines.append(f"| {name} | {_mean_se(d)} | {_mean_se(ratio)} | {statistics.mean(beyond):.2f} | {per} |")
+            ground = [r.get("new_ground_m", float("nan")) for r in per_seed]
+            lines.append(f"| {name} | {_mean_se(d)} | {_mean_se(ratio)} | {_mean_se(ground)} | "
+                         f"{statistics.mean(beyond):.2f} | {per} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -203,11 +203,25 @@ def fly(env: Any, controller: Any, seed: int, max_steps: int | None = None, reco
     return Flight(info["distance_m"], hit, info["world_seed"], np.asarray(xy), frames, actions, values)
 
 
+def new_ground_m(xy: np.ndarray, cell_m: float = 0.5) -> float:
+    """Ground a flight covered: distinct `cell_m` squares its positions visited, times `cell_m`. Equal to the
+    distance for a flight that never comes back; far less for one that circles in a room (which flies on
+    without a collision, so its distance alone would look like success)."""
+    xy = np.asarray(xy, dtype=float).reshape(-1, 2)
+    if len(xy) < 2:
+        return 0.0
+    cells = {tuple(c) for c in np.floor(xy[1:] / cell_m).astype(np.int64)}
+    return len(cells) * cell_m
+
+
 def summarise(flights: list[Flight], success_m: float) -> dict[str, float]:
-    """Mean collision-free distance with its standard error, fraction beyond `success_m`, collisions by kind."""
+    """Mean collision-free distance with its standard error, the new ground covered (`new_ground_m`), the
+    fraction beyond `success_m`, collisions by kind."""
     d = np.array([f.distance_m for f in flights], dtype=float)
+    g = np.array([new_ground_m(f.xy) for f in flights], dtype=float)
     out = {"distance_m": float(d.mean()), "distance_se": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0,
-           f"beyond_{success_m:g}m": float(np.mean(d >= success_m)), "flights": len(d)}
+           "new_ground_m": float(g.mean()), f"beyond_{success_m:g}m": float(np.mean(d >= success_m)),
+           "flights": len(d)}
     kinds: dict[str, int] = {}
     for f in flights:
         key = f.collision or "none"

@@ -142,7 +142,7 @@ class EvalConfig:
     """Generated worlds `rlab eval` flies in by default."""
     success_m: float = 30.0
     """Report the fraction of flights that get at least this far."""
-    baselines: list[str] = field(default_factory=lambda: ["straight", "random", "depth", "oracle"])
+    baselines: list[str] = field(default_factory=lambda: ["straight", "random", "depth", "depth_farthest", "oracle"])
     """Flown on the same worlds in every evaluation."""
     oracle_horizon: int = 16
     start_jitter_m: float = 0.3
@@ -264,6 +264,7 @@ def train(cfg: FlightConfig, run: Any, resuming: bool) -> None:
             val = summarise([fly(val_env, policy_controller(net, cfg.mc.tie_tol), s) for s in val_seeds],
                             cfg.eval.success_m)
             row = {**stats, **fit_stats, "val/distance_m": val["distance_m"], "val/distance_se": val["distance_se"],
+                   "val/new_ground_m": val["new_ground_m"],
                    "val/x_straight": val["distance_m"] / max(straight_m, 1e-9), "data/labels": len(data)}
             run.log(r + 1, row)
             history.append({"round": r, **row})
@@ -443,8 +444,8 @@ def evaluate_run(req: EvalRequest) -> dict[str, float]:
             results[name] = summarise(flights, cfg.eval.success_m)
             results[name]["seconds"] = round(time.time() - t0, 1)
             results[name]["per_flight_m"] = [round(f.distance_m, 2) for f in flights]
-            print(f"{tag}: {name:9s} {results[name]['distance_m']:6.2f} ± {results[name]['distance_se']:.2f} m",
-                  flush=True)
+            print(f"{tag}: {name:9s} {results[name]['distance_m']:6.2f} ± {results[name]['distance_se']:.2f} m "
+                  f"(new ground {results[name]['new_ground_m']:.2f} m)", flush=True)
         for i, s in enumerate(seeds[: cfg.eval.videos]):
             _flight_media(env, controllers["cad2rl"], s, run_dir, run_dir / "media" / "eval" / tag, f"flight{i}", 0,
                           f"eval/{tag}", f"{tag} world")
@@ -460,6 +461,7 @@ def evaluate_run(req: EvalRequest) -> dict[str, float]:
     for name, res in results.items():
         metrics[f"{name}_distance_m"] = res["distance_m"]
         metrics[f"{name}_distance_se"] = res["distance_se"]
+        metrics[f"{name}_new_ground_m"] = res["new_ground_m"]
         metrics[f"{name}_beyond_{cfg.eval.success_m:g}m"] = res[f"beyond_{cfg.eval.success_m:g}m"]
     if straight_m:
         metrics["cad2rl_x_straight"] = results["cad2rl"]["distance_m"] / straight_m
