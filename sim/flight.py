@@ -307,6 +307,17 @@ class IndoorFlightEnv(gym.Env):
         left = bool(np.any(p1 < lo) or np.any(p1 > hi))
         return new, hit, left and hit is None
 
+    def ray_distance(self, state: FlightState, yaw_offset_deg: float = 0.0, max_m: float = 10.0) -> float:
+        """Free distance (m) from `state` along its heading turned by `yaw_offset_deg`, level, for a body of the
+        configured radius (three parallel rays: centre and either side); `max_m` when nothing is hit."""
+        r = math.radians(state.yaw_deg + yaw_offset_deg)
+        u = np.array([math.cos(r), math.sin(r), 0.0])
+        side = np.array([-u[1], u[0], 0.0]) * self.radius
+        p0 = np.asarray(state.pos)
+        starts = [p0, p0 + side, p0 - side]
+        results = self._p.rayTestBatch(starts, [s + u * max_m for s in starts])
+        return float(min(res[2] for res in results) * max_m)
+
     def _sweep(self, p0: np.ndarray, p1: np.ndarray) -> str | None:
         """What the body (a sphere of the body radius) hits flying from p0 to p1, or None."""
         d = p1 - p0

@@ -6,13 +6,12 @@ only `obs`).
 
 - ``straight``: always the centre cell.
 - ``random``: a uniformly random cell (seeded).
-- ``depth``: privileged heuristic on the depth buffer: straight while the centre is clear for 1.5 m, else
+- ``depth``: privileged heuristic on the depth buffer: straight while the centre is clear for 2 m, else
   a turn to the side (middle row) with the most open view.
 - ``depth_farthest``: the naive privileged heuristic: the cell whose nearest obstacle is farthest.
-- ``oracle``: simulator lookahead (the ceiling): tries first moves from straight outwards, each followed
-  by every second move and then straight flight to `horizon` steps, and takes the first first move
-  with a branch that survives the whole horizon (else the one that survives longest). Ray tests only,
-  nothing rendered.
+- ``oracle``: simulator lookahead (the ceiling): every first move, each followed by the depth heuristic's
+  rule on ray tests for `horizon` steps; the move that flies longest, ties towards straight. Ray tests
+  only, nothing rendered.
 - `policy_controller`: the value network's map through `choose_action`.
 """
 
@@ -53,7 +52,7 @@ def cell_clearance(depth: np.ndarray, k: int, quantile: float = 0.05) -> np.ndar
     return out
 
 
-def depth_heuristic(env: Any, obs: np.ndarray, safe_m: float = 1.5, quantile: float = 0.25) -> tuple[int, np.ndarray]:
+def depth_heuristic(env: Any, obs: np.ndarray, safe_m: float = 2.0, quantile: float = 0.25) -> tuple[int, np.ndarray]:
     """Fly straight while the nearest point in the centre cell of the depth buffer is farther than `safe_m`;
     otherwise turn to the side cell of the middle row with the most open view (its `quantile` depth).
     Tuned on validation worlds (safe_m 1.0-3.0, quantile 0.25/0.5; docs/results.md); `depth_farthest`, the
@@ -101,24 +100,45 @@ def survive_steps(env: Any, state: Any, actions: list[int], horizon: int) -> int
     return horizon
 
 
-def oracle_controller(horizon: int = 16) -> Controller:
+def ray_heuristic(env: Any, state: Any, safe_m: float = 2.0) -> int:
+    """The depth heuristic's rule on ray tests instead of a rendered depth buffer (so a lookahead can run it
+    cheaply): straight while the body has `safe_m` free ahead, else the middle-row side cell whose direction
+    is freer."""
+    if env.ray_distance(state, 0.0) > safe_m:
+        return env.straight_action
+    row = (env.k // 2) * env.k
+    sides = [row + c for c in range(env.k) if row + c != env.straight_action] or [env.straight_action]
+    return int(max(sides, key=lambda a: (env.ray_distance(state, float(env._yaw_off[a])), -abs(a - row - env.k // 2))))
+
+
+def rollout_steps(env: Any, state: Any, steps: int, safe_m: float) -> int:
+    """Steps `ray_heuristic` flies from `state` without collision, up to `steps`."""
+    for t in range(steps):
+        state, hit, left = env.advance(state, ray_heuristic(env, state, safe_m))
+        if hit is not None:
+            return t
+        if left:
+            return steps
+    return steps
+
+
+def oracle_controller(horizon: int = 30, safe_m: float = 2.0) -> Controller:
+    """Simulator lookahead: every first move, then the privileged ray heuristic for the rest of `horizon`
+    steps; the move that survives longest, ties towards straight (a one-step policy improvement over the
+    heuristic, with the simulator as the model)."""
+
     def act(env: Any, obs: np.ndarray) -> tuple[int, np.ndarray]:
         root = env.snapshot()
-        order = centre_order(env.k)
         scores = np.zeros(env.k * env.k)
-        for a1 in order:
-            first, hit, _ = env.advance(root, int(a1))
+        for a1 in centre_order(env.k):
+            first, hit, left = env.advance(root, int(a1))
             if hit is not None:
                 continue
-            best = 0
-            for a2 in order:
-                best = max(best, 1 + survive_steps(env, first, [int(a2)], horizon - 1))
-                if best >= horizon:
-                    break
-            scores[a1] = best / horizon
-            if best >= horizon:
+            scores[a1] = 1.0 if left else (1 + rollout_steps(env, first, horizon - 1, safe_m)) / horizon
+            if a1 == env.straight_action and scores[a1] >= 1.0:
                 return int(a1), scores
-        return int(np.argmax(scores)), scores
+        best = scores.max()
+        return next(int(a) for a in centre_order(env.k) if scores[a] >= best), scores
 
     return act
 
@@ -131,7 +151,7 @@ def policy_controller(net: Any, tie_tol: float = 0.02) -> Controller:
     return act
 
 
-def baseline(name: str, seed: int = 0, horizon: int = 16) -> Controller:
+def baseline(name: str, seed: int = 0, horizon: int = 30) -> Controller:
     """A baseline controller by name (see the module docstring); ValueError for an unknown one."""
     if name == "straight":
         return straight

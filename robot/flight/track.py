@@ -144,7 +144,8 @@ class EvalConfig:
     """Report the fraction of flights that get at least this far."""
     baselines: list[str] = field(default_factory=lambda: ["straight", "random", "depth", "depth_farthest", "oracle"])
     """Flown on the same worlds in every evaluation."""
-    oracle_horizon: int = 16
+    oracle_horizon: int = 30
+    """Steps the oracle's lookahead flies after each first move."""
     start_jitter_m: float = 0.3
     """User worlds: each flight starts within this distance of the given start (clear of geometry) ..."""
     start_jitter_deg: float = 30.0

@@ -130,3 +130,14 @@ def test_summary_statistics_by_hand() -> None:
     assert s["distance_m"] == 2.0 and s["distance_se"] == pytest.approx(1 / np.sqrt(3))
     assert s["beyond_2.5m"] == pytest.approx(1 / 3)
     assert s["collisions/wall"] == s["collisions/furniture"] == s["collisions/none"] == pytest.approx(1 / 3)
+
+
+def test_ray_distance_and_the_ray_heuristic(pillar) -> None:
+    from robot.flight.controllers import ray_heuristic, rollout_steps
+
+    root = pillar.snapshot()
+    assert pillar.ray_distance(root) == pytest.approx(2.0, abs=1e-3)
+    assert pillar.ray_distance(root, 90.0) == pytest.approx(10.0)
+    assert ray_heuristic(pillar, root, safe_m=1.0) == 4, "2 m free ahead is safe enough at safe_m 1"
+    assert ray_heuristic(pillar, root, safe_m=3.0) in (3, 5), "too close at safe_m 3: turn"
+    assert rollout_steps(pillar, root, 20, safe_m=1.0) == 20
