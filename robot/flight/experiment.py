@@ -108,7 +108,8 @@ def rounds_plot(out: Path, config: str, seeds: list[int]) -> Path:
         h = summary["history"]
         ax.plot([r["round"] for r in h], [r["val/x_straight"] for r in h], marker="o", label=f"seed {s}")
     ax.axhline(1.0, color="grey", ls="--", label="fly straight")
-    ax.set_xlabel("round (0: straight-flight branches; then policy-following Monte Carlo)")
+    ax.set_xlabel("round (0: straight branches, then policy-following)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("validation distance / straight")
     ax.legend(fontsize=7, frameon=False)
     return _save_png(fig, out / "rounds.png")

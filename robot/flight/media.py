@@ -237,7 +237,7 @@ def _save_png(fig: Figure, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", bbox_inches="tight")
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
