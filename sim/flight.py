@@ -21,11 +21,14 @@ would snapshot an unchanged world at about 2 ms each. `advance` predicts a step 
 (lookahead baselines), and `depth` is the metric depth buffer of the last render (privileged: the
 image policy never gets it).
 
-Renderer: ``tiny`` (TinyRenderer, CPU) or ``egl`` (the EGL plugin, needs a GPU with EGL).
+Renderer: ``tiny`` (TinyRenderer, CPU) or ``egl`` (the EGL plugin, for a GPU with EGL). Without a GPU, EGL
+runs on Mesa's llvmpipe, whose LLVM clashes with triton's: import ``torch._dynamo`` before the first EGL
+environment if the process will use torch (the flight track does), or the later import segfaults.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -270,9 +273,17 @@ class IndoorFlightEnv(gym.Env):
 
     def close(self) -> None:
         if self._p is not None:
-            self._p.disconnect()
-            self._p = None
+            try:
+                self._p.disconnect()
+            finally:
+                self._p._client = -1  # BulletClient.__del__ would disconnect again (and fail at interpreter exit)
+                self._p = None
         self.world = None
+
+    def __del__(self) -> None:
+        # At interpreter exit pybullet may be half torn down already: nothing useful to report then.
+        with contextlib.suppress(Exception):
+            self.close()
 
     # ------------------------------------------------------------------------------- branching API
 

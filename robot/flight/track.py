@@ -79,6 +79,12 @@ class EnvConfig:
              **extra: Any) -> Any:
         from sim.flight import IndoorFlightEnv
 
+        if self.renderer == "egl":
+            # Without a GPU, EGL is Mesa's llvmpipe, whose LLVM clashes with the one in triton: a process that
+            # loads the plugin first segfaults when torch later imports its compiler stack (an optimizer
+            # does). Loaded in the other order, both work.
+            import torch._dynamo  # noqa: F401
+
         return IndoorFlightEnv(world=resolve_world(world) if world else "generated", split=split, start=start,
                                image_size=self.image_size, grid=self.grid, step_m=self.step_m,
                                max_distance_m=self.max_distance_m, body_radius_m=self.body_radius_m,

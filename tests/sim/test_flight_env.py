@@ -214,13 +214,40 @@ def test_numpy_and_integral_float_actions_are_accepted(env) -> None:
     env.step(4.0)
 
 
+def _in_subprocess(code: str) -> str:
+    """Run `code` in a fresh interpreter (the EGL plugin must not load into the test process: see below)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    return f"rc={done.returncode}\n{done.stdout}"
+
+
 def test_egl_renderer_is_a_clear_error_or_works() -> None:
-    e = IndoorFlightEnv(renderer="egl")
-    try:
-        obs, _ = e.reset(seed=0)
-    except RuntimeError as err:
-        assert "EGL" in str(err) and "renderer='tiny'" in str(err)
-    else:
-        assert obs.shape == (64, 64, 3)
-    finally:
-        e.close()
+    out = _in_subprocess(
+        "from sim.flight import IndoorFlightEnv\n"
+        "e = IndoorFlightEnv(renderer='egl')\n"
+        "try:\n"
+        "    obs, _ = e.reset(seed=0)\n"
+        "    print('rendered', obs.shape)\n"
+        "except RuntimeError as err:\n"
+        "    print('refused', err)\n"
+        "e.close()\n")
+    assert out.startswith("rc=0")
+    assert "rendered (64, 64, 3)" in out or ("refused" in out and "renderer='tiny'" in out), out
+
+
+def test_the_flight_track_loads_egl_after_torch_so_an_optimizer_can_follow() -> None:
+    # Mesa's llvmpipe EGL (no GPU) and triton each bring an LLVM: in the wrong order the process segfaults.
+    out = _in_subprocess(
+        "from robot.flight.track import EnvConfig\n"
+        "e = EnvConfig(renderer='egl').make()\n"
+        "try:\n"
+        "    e.reset(seed=0)\n"
+        "except RuntimeError:\n"
+        "    pass\n"
+        "e.close()\n"
+        "import torch\n"
+        "torch.optim.Adam([torch.zeros(2, requires_grad=True)])\n"
+        "print('optimizer ok')\n")
+    assert out.startswith("rc=0") and "optimizer ok" in out, out
