@@ -97,11 +97,9 @@ def table(out: Path, config: str, seeds: list[int]) -> str:
 
 
 def rounds_plot(out: Path, config: str, seeds: list[int]) -> Path:
-    from matplotlib.figure import Figure
+    from shared.gallery.figures import new_figure, save_png
 
-    from robot.flight.media import _save_png
-
-    fig = Figure(figsize=(5.5, 3.4))
+    fig = new_figure((5.5, 3.4))
     ax = fig.add_subplot()
     for s in seeds:
         summary = json.loads((out / f"{config}-seed{s}" / "summary.json").read_text())
@@ -112,7 +110,7 @@ def rounds_plot(out: Path, config: str, seeds: list[int]) -> Path:
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("validation distance / straight")
     ax.legend(fontsize=7, frameon=False)
-    return _save_png(fig, out / "rounds.png")
+    return save_png(fig, out / "rounds.png", tight=True)
 
 
 def main(argv: list[str] | None = None) -> None:

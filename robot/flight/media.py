@@ -9,21 +9,22 @@ Action index ``a`` is the cell at row ``a // K`` (row 0 = top) and column ``a % 
 furniture, other boxes as rotated rectangles) with the flown path, its start and the collision point.
 
 cv2, matplotlib and Pillow are imported inside the functions, so importing this module stays cheap. Plots
-are drawn on a bare `Figure` with the Agg canvas (no pyplot state, no display needed) and written to a
-temporary name in the target folder, then renamed, so a crash never leaves half a PNG behind.
+are drawn and written through `shared.gallery.figures`: a bare `Figure` on the Agg canvas (no pyplot
+state, no display needed), saved to a temporary name and renamed, so a crash never leaves half a PNG.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from shared.gallery.figures import new_figure, save_png
+
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    pass
 
 # Colours are RGB (frames are RGB throughout the lab; cv2 only draws, it never converts).
 _GRID_RGB = (255, 255, 255)
@@ -222,29 +223,6 @@ def flight_video(frames: Sequence[np.ndarray], actions: Sequence[int], k: int, o
 # ---------------------------------------------------------------------------------------- top-down
 
 
-def _new_figure(figsize: tuple[float, float]) -> Figure:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save_png(fig: Figure, out: Path) -> Path:
-    """Write `fig` as PNG to `out` through a temporary name in the same folder and a rename."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        fig.savefig(tmp, format="png", bbox_inches="tight")
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out
-
-
 def _rect_corners(cx: float, cy: float, half_x: float, half_y: float, yaw: float) -> np.ndarray:
     """The four corners (4, 2) of a box centred at (cx, cy) with half extents along its own axes, yawed."""
     local = np.array([[-half_x, -half_y], [half_x, -half_y], [half_x, half_y], [-half_x, half_y]], dtype=float)
@@ -292,7 +270,7 @@ def topdown_plot(rects: Iterable[tuple[str, float, float, float, float, float]],
         if traj.ndim != 2 or traj.shape[1] != 2:
             raise ValueError(f"topdown_plot: trajectory must be (N, 2) x, y, got shape {traj.shape}")
 
-    fig = _new_figure((6.0, 6.0))
+    fig = new_figure((6.0, 6.0))
     ax = fig.add_subplot()
     points = _draw_rects(ax, rects)
     if traj is not None and len(traj):
@@ -324,4 +302,4 @@ def topdown_plot(rects: Iterable[tuple[str, float, float, float, float, float]],
     ax.set_title(title or "flight, top-down", fontsize=10)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="upper right", framealpha=0.8)
-    return _save_png(fig, out)
+    return save_png(fig, out, tight=True)

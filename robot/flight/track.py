@@ -330,11 +330,9 @@ def _train_media(cfg: FlightConfig, run: Any, net: Any, history: list[dict], str
 
 
 def _curve_plot(history: list[dict], straight_m: float, out: Path, title: str) -> Path:
-    from matplotlib.figure import Figure
+    from shared.gallery.figures import new_figure, save_png
 
-    from robot.flight.media import _save_png
-
-    fig = Figure(figsize=(5.5, 3.4))
+    fig = new_figure((5.5, 3.4))
     ax = fig.add_subplot()
     xs = [h["round"] for h in history]
     ys = [h["val/distance_m"] for h in history]
@@ -345,7 +343,7 @@ def _curve_plot(history: list[dict], straight_m: float, out: Path, title: str) -
     ax.set_ylabel("collision-free distance (m)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, frameon=False)
-    return _save_png(fig, out)
+    return save_png(fig, out, tight=True)
 
 
 def _flight_media(env: Any, controller: Any, seed: int, run_dir: Path, folder: Path, tag: str, step: int,

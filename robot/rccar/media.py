@@ -6,50 +6,26 @@ lap times as reference lines; `lap_video` drives a controller with rendering on 
 (with a small time/speed caption) through `shared.gallery.video.write_video`.
 
 matplotlib and Pillow are imported inside the functions, so importing this module stays cheap. Plots
-are drawn on a bare `Figure` with the Agg canvas (no pyplot state, no display needed) and written to a
-temporary name in the target folder, then renamed, so a crash never leaves half a PNG behind.
+are drawn and written through `shared.gallery.figures`: a bare `Figure` on the Agg canvas (no pyplot
+state, no display needed), saved to a temporary name and renamed, so a crash never leaves half a PNG.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from robot.rccar.pursuit import DriveLog, drive
+from shared.gallery.figures import new_figure, save_png
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
     from sim.racetrack import RaceTrack
 
 _CORRIDOR = "#d9d9d9"
 _BOUNDARY = "#555555"
-
-
-def _new_figure(figsize: tuple[float, float]) -> Figure:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save_png(fig: Figure, out: Path) -> Path:
-    """Write `fig` as PNG to `out` through a temporary name in the same folder and a rename."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out
 
 
 # ----------------------------------------------------------------------------------- track map
@@ -98,7 +74,7 @@ def trajectory_plot(track: RaceTrack, xy: np.ndarray, speed: np.ndarray, out: Pa
     if len(xy) != len(speed):
         raise ValueError(f"trajectory_plot: {len(xy)} positions but {len(speed)} speeds")
 
-    fig = _new_figure((6.0, 5.0))
+    fig = new_figure((6.0, 5.0))
     ax = fig.add_subplot()
     _draw_track(ax, track)
     if checkpoints is not None and len(checkpoints):
@@ -122,7 +98,7 @@ def trajectory_plot(track: RaceTrack, xy: np.ndarray, speed: np.ndarray, out: Pa
     ax.tick_params(labelsize=7)
     ax.set_title(title or f"{track.name}: {track.length:.0f} m, {track.width:g} m wide", fontsize=10)
     ax.legend(fontsize=7, loc="upper right", frameon=False)
-    return _save_png(fig, out)
+    return save_png(fig, out)
 
 
 # ------------------------------------------------------------------------------------ lap curve
@@ -138,7 +114,7 @@ def lap_curve_plot(points: list[tuple[float, float]], out: Path, demo_lap_s: flo
     as horizontal dashed lines. With no laps at all the plot says "no lap completed yet".
     Writes a PNG to `out` and returns it.
     """
-    fig = _new_figure((6.0, 3.6))
+    fig = new_figure((6.0, 3.6))
     ax = fig.add_subplot()
     drawn = False
     if points:
@@ -168,7 +144,7 @@ def lap_curve_plot(points: list[tuple[float, float]], out: Path, demo_lap_s: flo
     ax.set_title(title or "lap time during practice", fontsize=10)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, frameon=False)
-    return _save_png(fig, out)
+    return save_png(fig, out)
 
 
 # ---------------------------------------------------------------------------------------- video
