@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from shared.tracks import Track
 
 
-def train_demo_run(track: Track, runs_root: Path, overrides: list[str]) -> Path:
-    """A track's demo step: its default config with `overrides`, trained in a new run; the run folder."""
+def train_demo_run(track: Track, runs_root: Path, overrides: list[str], config: str = "default",
+                   describe: Callable[[Any], str] | None = None) -> Path:
+    """A track's demo step: its `config` with `overrides`, trained in a new run (marked finished when
+    `train` returns); the run folder. `describe(cfg)` says what the step does (default: the LM tracks'
+    warm-up SFT then RL)."""
     from shared.config import load_config, to_yaml
     from shared.tracking.run import Run
 
-    cfg = load_config(track.schema, "default", overrides, track.configs_dir)
+    cfg = load_config(track.schema, config, overrides, track.configs_dir)
+    what = describe(cfg) if describe else f"warm-up SFT (up to {cfg.sft.steps} steps) then RL ({cfg.train.steps} steps)"
     with Run.create(track.name, cfg.name, to_yaml(cfg), cfg.train.seed, root=runs_root) as run:
-        print(f"[demo] {track.name}: warm-up SFT (up to {cfg.sft.steps} steps) then RL ({cfg.train.steps} steps) "
-              f"-> {run.path}", flush=True)
+        print(f"[demo] {track.name}: {what} -> {run.path}", flush=True)
         track.train(cfg, run, False)
         return run.path
 

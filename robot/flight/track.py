@@ -486,16 +486,10 @@ DEMO_OVERRIDES = {
 
 def demo(runs_root: Path, quick: bool) -> Path:
     """A short CAD2RL run: one round of straight-flight branches, one of policy branches."""
-    from shared.config import load_config, to_yaml
-    from shared.tracking.run import Run
+    from shared.demo import train_demo_run
 
-    cfg = load_config(FlightConfig, "cad2rl", DEMO_OVERRIDES[quick], CONFIGS_DIR)
-    with Run.create("flight", cfg.name, to_yaml(cfg), cfg.train.seed, root=runs_root) as run:
-        print(f"[demo] flight: {cfg.mc.roots_first} + {cfg.mc.roots} Monte Carlo labelled states in generated "
-              f"indoor worlds -> {run.path}", flush=True)
-        train(cfg, run, False)
-        run.mark("finished")
-        return run.path
+    return train_demo_run(TRACK, runs_root, DEMO_OVERRIDES[quick], "cad2rl", lambda cfg: (
+        f"{cfg.mc.roots_first} + {cfg.mc.roots} Monte Carlo labelled states in generated indoor worlds"))
 
 
 TRACK = Track(

@@ -415,16 +415,10 @@ DEMO_OVERRIDES = {
 
 def demo(runs_root: Path, quick: bool) -> Path:
     """A short practice from a recorded slow lap (1.5 simulated minutes; quick: 20 s)."""
-    from shared.config import load_config, to_yaml
-    from shared.tracking.run import Run
+    from shared.demo import train_demo_run
 
-    cfg = load_config(RCCarConfig, "fastrlap", DEMO_OVERRIDES[quick], CONFIGS_DIR)
-    with Run.create("rccar", cfg.name, to_yaml(cfg), cfg.train.seed, root=runs_root) as run:
-        print(f"[demo] rccar: slow demonstration lap, then {cfg.practice.minutes} simulated minutes of SAC practice "
-              f"-> {run.path}", flush=True)
-        train(cfg, run, False)
-        run.mark("finished")
-        return run.path
+    return train_demo_run(TRACK, runs_root, DEMO_OVERRIDES[quick], "fastrlap", lambda cfg: (
+        f"slow demonstration lap, then {cfg.practice.minutes} simulated minutes of SAC practice"))
 
 
 TRACK = Track(
