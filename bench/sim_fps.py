@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from sim.flight import FAR_M, NEAR_M, IndoorFlightEnv
+    from sim.flight import IndoorFlightEnv
 
     env = IndoorFlightEnv(image_size=args.size)
     pattern = [4, 4, 3, 4, 5, 4, 1, 7]
@@ -53,17 +53,16 @@ def main() -> None:
             env_time += time.perf_counter() - t0
             steps += args.steps
             # The peer: the same renders with nothing else.
-            p, cam, light = env._p, env.world.camera, env.world.lighting
-            proj = p.computeProjectionMatrixFOV(cam.fov_deg, 1.0, NEAR_M, FAR_M)
-            views = [_view(p, s, cam.pitch_deg) for s in poses]
+            p, light = env._p, env.world.lighting
+            matrices = [env.camera_matrices(s) for s in poses]
             t0 = time.perf_counter()
-            for view in views:
+            for view, proj in matrices:
                 p.getCameraImage(args.size, args.size, view, proj, lightDirection=light.direction,
                                  lightColor=light.colour, lightAmbientCoeff=light.ambient,
                                  lightDiffuseCoeff=light.diffuse, lightSpecularCoeff=light.specular, shadow=0,
                                  renderer=p.ER_TINY_RENDERER, flags=p.ER_NO_SEGMENTATION_MASK)
             bare_time += time.perf_counter() - t0
-            renders += len(views)
+            renders += len(matrices)
         env_rates.append(steps / env_time)
         bare_rates.append(renders / bare_time)
     env.close()
@@ -81,17 +80,6 @@ def _start_state(env):
 
     x, y, z, yaw = env.world.start
     return FlightState((x, y, z), yaw, 0.0, 0)
-
-
-def _view(p, state, pitch_deg: float):
-    import math
-
-    import numpy as np
-
-    yaw, pitch = math.radians(state.yaw_deg), math.radians(pitch_deg)
-    eye = np.asarray(state.pos)
-    fwd = np.array([math.cos(yaw) * math.cos(pitch), math.sin(yaw) * math.cos(pitch), math.sin(pitch)])
-    return p.computeViewMatrix(eye.tolist(), (eye + fwd).tolist(), [0, 0, 1])
 
 
 if __name__ == "__main__":

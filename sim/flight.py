@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +131,6 @@ class IndoorFlightEnv(gym.Env):
         self.world: World | None = None
         self.state: FlightState | None = None
         self.depth: np.ndarray | None = None
-        self._last_rgb: np.ndarray | None = None
         self._yaw_off = self._pitch_off = np.zeros(self.k * self.k)
         if self.user_world is not None:  # load it now: a bad file or start fails before any long run
             self._connect()
@@ -166,14 +165,14 @@ class IndoorFlightEnv(gym.Env):
         if self.user_world is not None:
             self.world = load_user_world(p, self._client, self.user_world, self.start,  # type: ignore[arg-type]
                                          fov_deg=self.fov_deg)
-            self._check_start(self.world.start)
         else:
             self.world = build_world(p, self._client, int(world_seed), self.split,  # type: ignore[arg-type]
                                      self.world_config, self._texture_ids, self.radius)
             if self.start is not None:
                 self.world.start = self.start  # type: ignore[assignment]
-                self._check_start(self.start)
         self._yaw_off, self._pitch_off = grid_angles(self.k, self.world.camera.fov_deg)
+        if self.user_world is not None or self.start is not None:
+            self._check_start(self.world.start)
 
     def _check_start(self, start: tuple[float, float, float, float]) -> None:
         """Refuse a start pose inside geometry or closer to it than the body radius."""
@@ -190,8 +189,6 @@ class IndoorFlightEnv(gym.Env):
         finally:
             p.removeBody(probe)
         # Inside a closed mesh no surface is near the sphere, but every direction hits the inside at once.
-        yaw_off, pitch_off = grid_angles(self.k, self.world.camera.fov_deg)  # type: ignore[union-attr]
-        self._yaw_off, self._pitch_off = yaw_off, pitch_off
         state = FlightState(tuple(start[:3]), start[3], 0.0, 0)  # type: ignore[arg-type]
         if all(self.advance(state, a)[1] is not None for a in range(self.k * self.k)):
             raise ValueError(f"start pose {tuple(start)} is inside geometry or boxed in: every action collides "
@@ -358,14 +355,18 @@ class IndoorFlightEnv(gym.Env):
 
     # ------------------------------------------------------------------------------------- camera
 
-    def _camera(self, state: FlightState, size: int) -> tuple[np.ndarray, np.ndarray]:
-        p, w = self._p, self.world
-        cam = w.camera  # type: ignore[union-attr]
+    def camera_matrices(self, state: FlightState) -> tuple[list, list]:
+        """(view, projection) matrices of the body's camera at `state`, as pybullet's getCameraImage takes them."""
+        p, cam = self._p, self.world.camera  # type: ignore[union-attr]
         yaw, pitch = math.radians(state.yaw_deg), math.radians(cam.pitch_deg)
         eye = np.asarray(state.pos)
         fwd = np.array([math.cos(yaw) * math.cos(pitch), math.sin(yaw) * math.cos(pitch), math.sin(pitch)])
         view = p.computeViewMatrix(eye.tolist(), (eye + fwd).tolist(), [0, 0, 1])
-        proj = p.computeProjectionMatrixFOV(cam.fov_deg, 1.0, NEAR_M, FAR_M)
+        return view, p.computeProjectionMatrixFOV(cam.fov_deg, 1.0, NEAR_M, FAR_M)
+
+    def _camera(self, state: FlightState, size: int) -> tuple[np.ndarray, np.ndarray]:
+        p, w = self._p, self.world
+        view, proj = self.camera_matrices(state)
         light = w.lighting  # type: ignore[union-attr]
         renderer = p.ER_TINY_RENDERER if self.renderer == "tiny" else p.ER_BULLET_HARDWARE_OPENGL
         _, _, rgba, zbuf, _ = p.getCameraImage(
@@ -378,9 +379,7 @@ class IndoorFlightEnv(gym.Env):
         return np.ascontiguousarray(rgb), depth
 
     def _render_obs(self) -> np.ndarray:
-        rgb = self.observe(self.state)  # type: ignore[arg-type]
-        self._last_rgb = rgb
-        return rgb
+        return self.observe(self.state)  # type: ignore[arg-type]
 
     def _info(self, hit: str | None) -> dict:
         s = self.state
@@ -388,14 +387,3 @@ class IndoorFlightEnv(gym.Env):
         return {"distance_m": s.distance_m, "steps": s.steps, "collision": hit, "pos": s.pos,  # type: ignore
                 "yaw_deg": s.yaw_deg, "world_seed": w.seed, "split": w.split,  # type: ignore[union-attr]
                 "fov_deg": w.camera.fov_deg}  # type: ignore[union-attr]
-
-    def with_config(self, **changes: Any) -> IndoorFlightEnv:
-        """A new environment with the same arguments except `changes` (for evaluation on other splits)."""
-        args = {"world": self.user_world or "generated", "split": self.split if self.user_world is None else "train",
-                "start": self.start, "image_size": self.image_size, "grid": self.k, "step_m": self.step_m,
-                "max_distance_m": self.max_distance_m, "body_radius_m": self.radius, "climb_gain": self.climb_gain,
-                "renderer": self.renderer, "world_config": replace(self.world_config), "fov_deg": self.fov_deg,
-                "world_seed": self.world_seed, "render_mode": self.render_mode, "render_size": self.render_size,
-                "start_jitter_m": self.start_jitter[0], "start_jitter_deg": self.start_jitter[1]}
-        args.update(changes)
-        return IndoorFlightEnv(**args)

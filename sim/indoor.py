@@ -18,7 +18,6 @@ Splits: ``train`` draws seeds in [0, 1e6) and textures of the training families;
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,18 +34,15 @@ SPLITS = {
 }
 """split -> ((first world seed, end), texture families)."""
 
-# Furniture from pybullet_data: (file, scale range, approximate footprint radius in m at scale 1).
+# Furniture from pybullet_data: (file, scale range).
 MODELS = (
-    ("table/table.urdf", (0.6, 1.0), 0.75),
-    ("table_square/table_square.urdf", (0.6, 1.0), 0.55),
-    ("teddy_vhacd.urdf", (4.0, 7.0), 0.06),
-    ("duck_vhacd.urdf", (3.0, 5.0), 0.08),
-    ("sphere2.urdf", (0.4, 0.9), 0.5),
-    ("cube.urdf", (0.4, 0.9), 0.5),
+    ("table/table.urdf", (0.6, 1.0)),
+    ("table_square/table_square.urdf", (0.6, 1.0)),
+    ("teddy_vhacd.urdf", (4.0, 7.0)),
+    ("duck_vhacd.urdf", (3.0, 5.0)),
+    ("sphere2.urdf", (0.4, 0.9)),
+    ("cube.urdf", (0.4, 0.9)),
 )
-
-KINDS = ("wall", "floor", "ceiling", "furniture", "world")
-
 
 @dataclass
 class WorldConfig:
@@ -388,7 +384,7 @@ def _furnish(p: Any, client: int, b: _Builder, rng: np.random.Generator, cfg: Wo
             fam, idx = str(rng.choice(families)), int(rng.integers(textures.POOL_SIZE))
             b.box("furniture", (cx + ox, cy + oy, hz), (hx, hy, hz), b.texture(fam, idx), _tint(rng), yaw)
         else:
-            name, scale_range, _radius = MODELS[int(rng.integers(len(MODELS)))]
+            name, scale_range = MODELS[int(rng.integers(len(MODELS)))]
             scale = _uniform(rng, scale_range)
             body = p.loadURDF(str(data / name), basePosition=(cx + ox, cy + oy, 0.0),
                               baseOrientation=p.getQuaternionFromEuler((0, 0, yaw)), useFixedBase=True,
@@ -458,7 +454,3 @@ def load_user_world(p: Any, client: int, path: str | Path, start: tuple[float, f
                  camera=Camera(fov_deg=fov_deg, pitch_deg=pitch_deg), lighting=lighting,
                  bounds=(lo - margin, hi + margin), textures={"file": str(path)})
 
-
-def heading(yaw_deg: float) -> np.ndarray:
-    r = math.radians(yaw_deg)
-    return np.array([math.cos(r), math.sin(r)])

@@ -102,9 +102,9 @@ def collect(env: Any, net: ValueNet | None, n_roots: int, rng: np.random.Generat
     """
     follow = follow_policy(label_net, env.k, tie_tol)
     obs_list, label_list = [], []
-    flown, episodes, t0 = [], 0, time.time()
+    flown, episodes, t0, have = [], 0, time.time(), 0
     n_actions = env.k * env.k
-    while sum(len(o) for o in obs_list) < n_roots:
+    while have < n_roots:
         obs, _ = env.reset(seed=int(rng.integers(2**31)))
         roots, images = [], []
         for t in range(max_steps):
@@ -122,8 +122,8 @@ def collect(env: Any, net: ValueNet | None, n_roots: int, rng: np.random.Generat
                 break
         flown.append(info["distance_m"])
         episodes += 1
-        need = n_roots - sum(len(o) for o in obs_list)
-        roots, images = roots[:need], images[:need]
+        roots, images = roots[:n_roots - have], images[:n_roots - have]
+        have += len(roots)
         label_list.append(label_roots(env, roots, horizon, follow))
         obs_list.append(np.stack(images))
         if progress is not None:

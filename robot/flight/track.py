@@ -200,10 +200,6 @@ def parse_start(text: str) -> tuple[float, float, float, float]:
 # ------------------------------------------------------------------------------------------ train
 
 
-def _rng_state(rng: Any) -> dict:
-    return rng.bit_generator.state
-
-
 def _progress(total: int, desc: str) -> Any:
     from tqdm import tqdm
 
@@ -222,7 +218,6 @@ def train(cfg: FlightConfig, run: Any, resuming: bool) -> None:
 
     run_dir = Path(run.path)
     seed_everything(cfg.train.seed)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     net = ValueNet(cfg.env.grid, cfg.env.image_size, cfg.fit.width)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.fit.lr)
     rng = np.random.default_rng(cfg.train.seed)
@@ -286,7 +281,7 @@ def train(cfg: FlightConfig, run: Any, resuming: bool) -> None:
                              "data": {"obs": torch.from_numpy(data.obs), "labels": torch.from_numpy(data.labels)}},
                             {"optimizer": optimizer.state_dict(),
                              "trainer": {"rounds_done": r + 1, "history": history, "best": best,
-                                         "rng": _rng_state(rng)}},
+                                         "rng": rng.bit_generator.state}},
                             keep_last=1)
     finally:
         env.close()
