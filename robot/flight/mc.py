@@ -136,10 +136,37 @@ def collect(env: Any, net: ValueNet | None, n_roots: int, rng: np.random.Generat
     return batch, stats
 
 
-def fit(net: ValueNet, optimizer: Any, data: Batch, rng: np.random.Generator, *, epochs: int, batch_size: int,
-        mirror: bool = True) -> dict[str, float]:
-    """Regress `net` on `data` (binary cross-entropy against the soft labels); the mean loss of the last epoch."""
+def photometric(images: Any, generator: Any, strength: float) -> Any:
+    """Random photometric changes of a (B, H, W, 3) image batch (a float tensor in [0, 255] back): per image a
+    brightness gain and offset, a contrast change about its mean, a random permutation of the colour channels
+    and, at rate strength/2, grey. Geometry is untouched, so the label map stays valid. `strength` in (0, 1]
+    scales the ranges (1: gain 0.5-1.5, offset +-40, contrast 0.5-1.5)."""
     import torch
+
+    x = images.float()
+    b = x.shape[0]
+
+    def uniform(lo: float, hi: float) -> Any:
+        return lo + (hi - lo) * torch.rand(b, 1, 1, 1, generator=generator)
+
+    s = strength
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * uniform(1 - 0.5 * s, 1 + 0.5 * s) + mean
+    x = x * uniform(1 - 0.5 * s, 1 + 0.5 * s) + uniform(-40 * s, 40 * s)
+    perm = torch.stack([torch.randperm(3, generator=generator) for _ in range(b)])
+    x = torch.gather(x, 3, perm[:, None, None, :].expand_as(x))
+    grey = torch.rand(b, generator=generator) < s / 2
+    x[grey] = x[grey].mean(dim=3, keepdim=True).expand(-1, -1, -1, 3)
+    return x.clamp(0, 255)
+
+
+def fit(net: ValueNet, optimizer: Any, data: Batch, rng: np.random.Generator, *, epochs: int, batch_size: int,
+        mirror: bool = True, augment: float = 0.0) -> dict[str, float]:
+    """Regress `net` on `data` (binary cross-entropy against the soft labels); the mean loss of the last epoch.
+    `augment` > 0 applies `photometric` changes of that strength to every training batch."""
+    import torch
+
+    generator = torch.Generator().manual_seed(int(rng.integers(2**31))) if augment > 0 else None
 
     obs, labels = data.obs, data.labels
     if mirror:
@@ -155,6 +182,8 @@ def fit(net: ValueNet, optimizer: Any, data: Batch, rng: np.random.Generator, *,
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
             x = torch.from_numpy(np.ascontiguousarray(obs[idx]))
+            if augment > 0:
+                x = photometric(x, generator, augment)
             y = torch.from_numpy(labels[idx])
             loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x), y)
             optimizer.zero_grad()

@@ -129,12 +129,16 @@ class FitConfig:
     """Channels of the first convolution (then 2x, 2x, 4x)."""
     mirror: bool = True
     """Also train on left-right mirrored images with mirrored label maps."""
+    augment: float = 0.0
+    """Strength in [0, 1] of random photometric changes (brightness, contrast, channel order, grey) of every
+    training batch; 0 trains on the rendered images as they are."""
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "fit.epochs", "must be >= 1")
         require(self.batch_size >= 1, "fit.batch_size", "must be >= 1")
         require(self.lr > 0, "fit.lr", "must be positive")
         require(self.width >= 1, "fit.width", "must be >= 1")
+        require(0 <= self.augment <= 1, "fit.augment", "must be in [0, 1]")
 
 
 @dataclass
@@ -261,7 +265,7 @@ def train(cfg: FlightConfig, run: Any, resuming: bool) -> None:
             data = data.extend(batch)
             t0 = time.time()
             fit_stats = fit(net, optimizer, data, rng, epochs=cfg.fit.epochs, batch_size=cfg.fit.batch_size,
-                            mirror=cfg.fit.mirror)
+                            mirror=cfg.fit.mirror, augment=cfg.fit.augment)
             fit_stats["fit/seconds"] = time.time() - t0
             val = summarise([fly(val_env, policy_controller(net, cfg.mc.tie_tol), s) for s in val_seeds],
                             cfg.eval.success_m)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from robot.flight.controllers import baseline, cell_clearance, depth_heuristic, oracle_controller, straight
-from robot.flight.mc import Batch, Flight, fit, fly, label_roots, summarise
+from robot.flight.mc import Batch, Flight, fit, fly, label_roots, photometric, summarise
 from robot.flight.model import ValueNet, centre_order, choose_action, mirror_actions
 from sim.flight import IndoorFlightEnv
 from tests.sim.flight_worlds import pillar_world
@@ -81,8 +81,10 @@ def test_baselines_on_the_pillar(pillar) -> None:
         baseline("wall-follow")
 
 
-def test_fit_learns_which_side_is_open() -> None:
-    # Images bright on the left half mean "left is free" (labels of column 0 high), and vice versa.
+@pytest.mark.parametrize("augment", [0.0, 1.0])
+def test_fit_learns_which_side_is_open(augment: float) -> None:
+    # Images bright on the left half mean "left is free" (labels of column 0 high), and vice versa. The
+    # photometric augmentation keeps which half is brighter, so the network learns it either way.
     rng = np.random.default_rng(0)
     n = 256
     obs = rng.integers(0, 60, size=(n, 16, 16, 3)).astype(np.uint8)
@@ -90,7 +92,6 @@ def test_fit_learns_which_side_is_open() -> None:
     left = rng.random(n) < 0.5
     obs[left, :, :8] += 150
     obs[~left, :, 8:] += 150
-    labels[left][:, [0, 3, 6]] = 1.0
     labels[np.ix_(left, [0, 3, 6])] = 1.0
     labels[np.ix_(~left, [2, 5, 8])] = 1.0
     torch.manual_seed(0)
@@ -98,11 +99,31 @@ def test_fit_learns_which_side_is_open() -> None:
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     data = Batch(obs, labels)
     before = torch.nn.functional.binary_cross_entropy(torch.from_numpy(net.values(obs)), torch.from_numpy(labels))
-    stats = fit(net, opt, data, rng, epochs=15, batch_size=32)
+    stats = fit(net, opt, data, rng, epochs=15, batch_size=32, augment=augment)
     v = net.values(obs)
     assert stats["fit/loss"] < 0.5 * float(before)
     assert (v[left][:, 3] > v[left][:, 5]).mean() > 0.95
     assert (v[~left][:, 5] > v[~left][:, 3]).mean() > 0.95
+
+
+def test_photometric_changes_colours_not_geometry() -> None:
+    rng = np.random.default_rng(1)
+    grey = rng.integers(0, 256, size=(64, 8, 8, 1)).astype(np.uint8)
+    images = torch.from_numpy(np.concatenate([grey, grey, grey], axis=3))
+    gen = torch.Generator().manual_seed(0)
+    out = photometric(images, gen, 1.0)
+    assert out.shape == images.shape and out.dtype == torch.float32
+    assert float(out.min()) >= 0 and float(out.max()) <= 255
+    assert not torch.allclose(out, images.float())
+    # On grey images every change is monotone per image (positive gains, an offset, a channel permutation,
+    # grey, clamping), so the order of the pixels by brightness survives (clamping may only tie them).
+    before, after = images.float().mean(3).reshape(64, -1), out.mean(3).reshape(64, -1)
+    i, j = np.triu_indices(before.shape[1], 1)
+    d_before, d_after = (before[:, i] - before[:, j]), (after[:, i] - after[:, j])
+    assert ((d_before * d_after) >= -1e-3).all()
+    # The same generator state gives the same batch; strength 0 leaves images as they are.
+    assert torch.equal(photometric(images, torch.Generator().manual_seed(0), 1.0), out)
+    assert torch.equal(photometric(images, gen, 0.0), images.float())
 
 
 def test_value_net_shape_and_size_check() -> None:
