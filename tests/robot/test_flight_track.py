@@ -148,8 +148,28 @@ def test_a_start_inside_the_mesh_is_refused(trained, tmp_path) -> None:
 @pytest.mark.parametrize("override, key", [
     ("env.image_size=40", "env.image_size"), ("env.grid=0", "env.grid"), ("mc.horizon=0", "mc.horizon"),
     ("env.corridor_m=[3,2]", "env.corridor_m"), ("eval.baselines=[teleport]", "eval.baselines"),
-    ("env.renderer=opengl", "env.renderer"),
+    ("env.renderer=opengl", "env.renderer"), ("fit.augment=2", "fit.augment"),
 ])
 def test_config_errors_name_the_key(override, key) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         _cfg(override)
+
+
+def test_refit_probe_compares_augmentation_on_a_runs_labels(trained, tmp_path, capsys) -> None:
+    from robot.flight.refit_probe import main as probe
+
+    run_dir, _ = trained
+    args = [str(run_dir), "--augment", "0", "1", "--epochs", "2", "--every", "1", "--flights", "2"]
+    probe(args)
+    out = capsys.readouterr().out
+    assert out.count("epochs=") == 4 and "augment=1 fit_seed=0 epochs=2" in out
+    table = out[out.index("| augment |"):].splitlines()
+    assert [line.split("|")[1].strip() for line in table[2:]] == ["0", "1"]
+    assert all(line.split("|")[4].strip() == "1" for line in table[2:])
+    probe(args)  # the same fits and flights again: the same numbers
+    assert capsys.readouterr().out == out
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(run_dir / "config.yaml", bare / "config.yaml")
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        probe([str(bare), "--epochs", "1", "--every", "1", "--flights", "1"])
