@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from robot.flight.model import ValueNet, choose_action, mirror_actions
+from robot.flight.model import DEPTH_SIDE, ValueNet, choose_action, coarse_depth, mirror_actions
 
 
 @dataclass
@@ -35,16 +35,41 @@ class Batch:
     """(N, H, W, 3) uint8 root images."""
     labels: np.ndarray
     """(N, K*K) float32 fraction of the horizon each action survived."""
+    depth: np.ndarray | None = None
+    """(N, DEPTH_SIDE, DEPTH_SIDE) float32 coarse log-depth of each root image (`coarse_depth`), the
+    auxiliary target; None for labels collected before it was kept."""
 
     @staticmethod
     def empty(image_size: int, n_actions: int) -> Batch:
-        return Batch(np.zeros((0, image_size, image_size, 3), np.uint8), np.zeros((0, n_actions), np.float32))
+        return Batch(np.zeros((0, image_size, image_size, 3), np.uint8), np.zeros((0, n_actions), np.float32),
+                     np.zeros((0, DEPTH_SIDE, DEPTH_SIDE), np.float32))
 
     def __len__(self) -> int:
         return len(self.obs)
 
+    def tensors(self) -> dict[str, Any]:
+        """The arrays as torch tensors, for a checkpoint."""
+        import torch
+
+        out = {"obs": torch.from_numpy(self.obs), "labels": torch.from_numpy(self.labels)}
+        if self.depth is not None:
+            out["depth"] = torch.from_numpy(self.depth)
+        return out
+
+    @staticmethod
+    def from_tensors(tensors: dict[str, Any]) -> Batch:
+        """The inverse of `tensors` (a checkpoint written before depth maps were kept has none)."""
+        depth = tensors.get("depth")
+        return Batch(tensors["obs"].numpy(), tensors["labels"].numpy(), None if depth is None else depth.numpy())
+
     def extend(self, other: Batch) -> Batch:
-        return Batch(np.concatenate([self.obs, other.obs]), np.concatenate([self.labels, other.labels]))
+        if not len(self) or not len(other):
+            depth = other.depth if not len(self) else self.depth
+        elif (self.depth is None) != (other.depth is None):
+            raise ValueError("cannot join labels with depth maps and labels without them")
+        else:
+            depth = None if self.depth is None else np.concatenate([self.depth, other.depth])
+        return Batch(np.concatenate([self.obs, other.obs]), np.concatenate([self.labels, other.labels]), depth)
 
 
 def follow_policy(net: ValueNet | None, k: int, tie_tol: float) -> Callable[[Any, list], list[int]] | None:
@@ -101,16 +126,17 @@ def collect(env: Any, net: ValueNet | None, n_roots: int, rng: np.random.Generat
     policy the branches follow (None: straight).
     """
     follow = follow_policy(label_net, env.k, tie_tol)
-    obs_list, label_list = [], []
+    obs_list, label_list, depth_list = [], [], []
     flown, episodes, t0, have = [], 0, time.time(), 0
     n_actions = env.k * env.k
     while have < n_roots:
         obs, _ = env.reset(seed=int(rng.integers(2**31)))
-        roots, images = [], []
+        roots, images, depths = [], [], []
         for t in range(max_steps):
             if t % stride == 0:
                 roots.append(env.snapshot())
                 images.append(obs)
+                depths.append(coarse_depth(env.depth))
             if rng.random() < epsilon:
                 action = int(rng.integers(n_actions))
             elif net is None:
@@ -122,13 +148,14 @@ def collect(env: Any, net: ValueNet | None, n_roots: int, rng: np.random.Generat
                 break
         flown.append(info["distance_m"])
         episodes += 1
-        roots, images = roots[:n_roots - have], images[:n_roots - have]
+        roots, images, depths = roots[:n_roots - have], images[:n_roots - have], depths[:n_roots - have]
         have += len(roots)
         label_list.append(label_roots(env, roots, horizon, follow))
         obs_list.append(np.stack(images))
+        depth_list.append(np.stack(depths))
         if progress is not None:
             progress(len(roots))
-    batch = Batch(np.concatenate(obs_list), np.concatenate(label_list))
+    batch = Batch(np.concatenate(obs_list), np.concatenate(label_list), np.concatenate(depth_list))
     stats = {"collect/episodes": episodes, "collect/flight_m": float(np.mean(flown)),
              "collect/label_mean": float(batch.labels.mean()),
              "collect/label_ties": float(np.mean((batch.labels >= batch.labels.max(1, keepdims=True) - 1e-6).sum(1))),
@@ -161,39 +188,55 @@ def photometric(images: Any, generator: Any, strength: float) -> Any:
 
 
 def fit(net: ValueNet, optimizer: Any, data: Batch, rng: np.random.Generator, *, epochs: int, batch_size: int,
-        mirror: bool = True, augment: float = 0.0) -> dict[str, float]:
+        mirror: bool = True, augment: float = 0.0, aux_weight: float = 0.0) -> dict[str, float]:
     """Regress `net` on `data` (binary cross-entropy against the soft labels); the mean loss of the last epoch.
-    `augment` > 0 applies `photometric` changes of that strength to every training batch."""
+    `augment` > 0 applies `photometric` changes of that strength to every training batch. `aux_weight` > 0
+    adds that multiple of the mean squared error of the depth head against the coarse log-depth maps (the
+    network needs `aux_depth`, the data its depth maps)."""
     import torch
+
+    aux = aux_weight > 0
+    if aux and (net.depth_head is None or data.depth is None):
+        raise ValueError("an auxiliary depth loss needs a ValueNet(aux_depth=True) and labels with depth maps")
 
     generator = torch.Generator().manual_seed(int(rng.integers(2**31))) if augment > 0 else None
 
-    obs, labels = data.obs, data.labels
+    obs, labels, depth = data.obs, data.labels, data.depth
     if mirror:
         flip = mirror_actions(net.k)
         obs = np.concatenate([obs, obs[:, :, ::-1]])
         labels = np.concatenate([labels, labels[:, flip]])
+        depth = None if depth is None else np.concatenate([depth, depth[:, :, ::-1]])
     n = len(obs)
     net.train()
-    last = float("nan")
+    last, last_depth = float("nan"), float("nan")
     for _ in range(epochs):
         order = rng.permutation(n)
-        total, count = 0.0, 0
+        total, total_depth, count = 0.0, 0.0, 0
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
             x = torch.from_numpy(np.ascontiguousarray(obs[idx]))
             if augment > 0:
                 x = photometric(x, generator, augment)
             y = torch.from_numpy(labels[idx])
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x), y)
+            logits, depth_pred = net.forward_all(x) if aux else (net(x), None)
+            loss = value_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
+            if aux:
+                target = torch.from_numpy(np.ascontiguousarray(depth[idx]))
+                depth_loss = torch.nn.functional.mse_loss(depth_pred, target)
+                loss = value_loss + aux_weight * depth_loss
+                total_depth += depth_loss.item() * len(idx)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(idx)
+            total += value_loss.item() * len(idx)
             count += len(idx)
-        last = total / max(count, 1)
+        last, last_depth = total / max(count, 1), total_depth / max(count, 1)
     net.eval()
-    return {"fit/loss": last, "fit/samples": n}
+    stats = {"fit/loss": last, "fit/samples": n}
+    if aux:
+        stats["fit/depth_loss"] = last_depth
+    return stats
 
 
 # ------------------------------------------------------------------------------------------ flying

@@ -18,9 +18,13 @@ from torch import nn
 class ValueNet(nn.Module):
     """image (B, H, W, 3) uint8 -> values (B, K*K) in [0, 1] (logits from `forward`, probabilities from
     `values`). Four stride-2 convolutions, then two linear layers (the map needs where things are in the
-    image, so the features are flattened, not pooled)."""
+    image, so the features are flattened, not pooled).
 
-    def __init__(self, k: int = 3, image_size: int = 64, width: int = 32) -> None:
+    `aux_depth` adds a second head on the hidden layer that predicts the coarse log-depth map of the image
+    (`DEPTH_SIDE` x `DEPTH_SIDE`, see `coarse_depth`): an auxiliary training target from the simulator's
+    depth buffer that shapes the features towards geometry. The policy never reads it."""
+
+    def __init__(self, k: int = 3, image_size: int = 64, width: int = 32, aux_depth: bool = False) -> None:
         super().__init__()
         if image_size % 16:
             raise ValueError(f"ValueNet needs an image size divisible by 16, got {image_size}")
@@ -34,10 +38,19 @@ class ValueNet(nn.Module):
         )
         side = image_size // 16
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(4 * w * side * side, 256), nn.ReLU(), nn.Linear(256, k * k))
+        self.depth_head = nn.Linear(256, DEPTH_SIDE * DEPTH_SIDE) if aux_depth else None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.forward_all(images)[0]
+
+    def forward_all(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(value logits (B, K*K), predicted coarse log-depth (B, DEPTH_SIDE, DEPTH_SIDE) or None)."""
         x = images.permute(0, 3, 1, 2).float() / 255.0 - 0.5
-        return self.head(self.features(x))
+        hidden = self.head[:3](self.features(x))
+        logits = self.head[3](hidden)
+        if self.depth_head is None:
+            return logits, None
+        return logits, self.depth_head(hidden).view(-1, DEPTH_SIDE, DEPTH_SIDE)
 
     @torch.no_grad()
     def values(self, images: np.ndarray | list[np.ndarray]) -> np.ndarray:
@@ -50,6 +63,20 @@ class ValueNet(nn.Module):
         out = torch.sigmoid(self(batch)).numpy()
         self.train(was_training)
         return out
+
+
+DEPTH_SIDE = 8
+"""Side of the coarse depth map of the auxiliary target."""
+
+
+def coarse_depth(depth: np.ndarray, side: int = DEPTH_SIDE, near_m: float = 0.1, far_m: float = 10.0) -> np.ndarray:
+    """(side, side) float32 log of the nearest metric depth in each patch of a depth buffer (clipped to
+    [near_m, far_m]): what the auxiliary head learns to predict. The buffer's size must be a multiple of `side`."""
+    h, w = depth.shape
+    if h % side or w % side:
+        raise ValueError(f"a {h}x{w} depth buffer does not split into {side}x{side} patches")
+    patches = depth.reshape(side, h // side, side, w // side).min(axis=(1, 3))
+    return np.log(np.clip(patches, near_m, far_m)).astype(np.float32)
 
 
 def centre_order(k: int) -> np.ndarray:
@@ -78,4 +105,5 @@ def mirror_actions(k: int) -> np.ndarray:
 
 
 def net_config(net: ValueNet) -> dict[str, Any]:
-    return {"k": net.k, "image_size": net.image_size, "width": net.features[0].out_channels}
+    return {"k": net.k, "image_size": net.image_size, "width": net.features[0].out_channels,
+            "aux_depth": net.depth_head is not None}

@@ -39,7 +39,7 @@ def refit(run_dir: Path, augment: float, fit_seed: int, epochs: int, every: int,
     if found is None:
         raise SystemExit(f"{run_dir}: no checkpoint with labels (train the run first)")
     tensors, _ = load_checkpoint(found[1])
-    data = Batch(tensors["data"]["obs"].numpy(), tensors["data"]["labels"].numpy())
+    data = Batch.from_tensors(tensors["data"])
     torch.manual_seed(fit_seed)
     net = ValueNet(cfg.env.grid, cfg.env.image_size, cfg.fit.width)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.fit.lr)

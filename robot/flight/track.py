@@ -132,6 +132,9 @@ class FitConfig:
     augment: float = 0.0
     """Strength in [0, 1] of random photometric changes (brightness, contrast, channel order, grey) of every
     training batch; 0 trains on the rendered images as they are."""
+    aux_depth: float = 0.0
+    """Weight of an auxiliary loss: a second head predicts the root image's coarse log-depth map from the
+    simulator's depth buffer (privileged in training only; the policy never reads it). 0: no depth head."""
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "fit.epochs", "must be >= 1")
@@ -139,6 +142,7 @@ class FitConfig:
         require(self.lr > 0, "fit.lr", "must be positive")
         require(self.width >= 1, "fit.width", "must be >= 1")
         require(0 <= self.augment <= 1, "fit.augment", "must be in [0, 1]")
+        require(self.aux_depth >= 0, "fit.aux_depth", "must be >= 0")
 
 
 @dataclass
@@ -222,7 +226,7 @@ def train(cfg: FlightConfig, run: Any, resuming: bool) -> None:
 
     run_dir = Path(run.path)
     seed_everything(cfg.train.seed)
-    net = ValueNet(cfg.env.grid, cfg.env.image_size, cfg.fit.width)
+    net = ValueNet(cfg.env.grid, cfg.env.image_size, cfg.fit.width, aux_depth=cfg.fit.aux_depth > 0)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.fit.lr)
     rng = np.random.default_rng(cfg.train.seed)
     data = Batch.empty(cfg.env.image_size, cfg.env.grid ** 2)
@@ -233,7 +237,7 @@ def train(cfg: FlightConfig, run: Any, resuming: bool) -> None:
         tensors, objects = load_checkpoint(found[1])
         net.load_state_dict(tensors["model"])
         optimizer.load_state_dict(objects["optimizer"])
-        data = Batch(tensors["data"]["obs"].numpy(), tensors["data"]["labels"].numpy())
+        data = Batch.from_tensors(tensors["data"])
         best_state = tensors.get("best")
         trainer = objects["trainer"]
         rng.bit_generator.state = trainer["rng"]
@@ -265,7 +269,7 @@ def train(cfg: FlightConfig, run: Any, resuming: bool) -> None:
             data = data.extend(batch)
             t0 = time.time()
             fit_stats = fit(net, optimizer, data, rng, epochs=cfg.fit.epochs, batch_size=cfg.fit.batch_size,
-                            mirror=cfg.fit.mirror, augment=cfg.fit.augment)
+                            mirror=cfg.fit.mirror, augment=cfg.fit.augment, aux_weight=cfg.fit.aux_depth)
             fit_stats["fit/seconds"] = time.time() - t0
             val = summarise([fly(val_env, policy_controller(net, cfg.mc.tie_tol), s) for s in val_seeds],
                             cfg.eval.success_m)
@@ -282,7 +286,7 @@ def train(cfg: FlightConfig, run: Any, resuming: bool) -> None:
                   f"({row['val/x_straight']:.2f}x straight)", flush=True)
             save_checkpoint(run.checkpoint_dir, r + 1,
                             {"model": net.state_dict(), "best": best_state,
-                             "data": {"obs": torch.from_numpy(data.obs), "labels": torch.from_numpy(data.labels)}},
+                             "data": data.tensors()},
                             {"optimizer": optimizer.state_dict(),
                              "trainer": {"rounds_done": r + 1, "history": history, "best": best,
                                          "rng": rng.bit_generator.state}},

@@ -8,7 +8,7 @@ import torch
 
 from robot.flight.controllers import baseline, cell_clearance, depth_heuristic, oracle_controller, straight
 from robot.flight.mc import Batch, Flight, fit, fly, label_roots, photometric, summarise
-from robot.flight.model import ValueNet, centre_order, choose_action, mirror_actions
+from robot.flight.model import DEPTH_SIDE, ValueNet, centre_order, choose_action, coarse_depth, mirror_actions
 from sim.flight import IndoorFlightEnv
 from tests.sim.flight_worlds import pillar_world
 
@@ -124,6 +124,56 @@ def test_photometric_changes_colours_not_geometry() -> None:
     # The same generator state gives the same batch; strength 0 leaves images as they are.
     assert torch.equal(photometric(images, torch.Generator().manual_seed(0), 1.0), out)
     assert torch.equal(photometric(images, gen, 0.0), images.float())
+
+
+def test_coarse_depth_is_the_log_of_the_nearest_point_per_patch() -> None:
+    depth = np.full((16, 16), 4.0, np.float32)
+    depth[0, 0] = 0.5  # one near pixel decides its patch
+    depth[15, 15] = 50.0  # beyond the far clip
+    depth[8:10, 14:16] = 0.01  # nearer than the near clip
+    out = coarse_depth(depth, side=8)
+    assert out.shape == (8, 8) and out.dtype == np.float32
+    assert out[0, 0] == pytest.approx(np.log(0.5)) and out[0, 1] == pytest.approx(np.log(4.0))
+    assert out[7, 7] == pytest.approx(np.log(4.0)) and out[4, 7] == pytest.approx(np.log(0.1))
+    with pytest.raises(ValueError, match="8x8 patches"):
+        coarse_depth(np.ones((12, 12)), side=8)
+
+
+def test_fit_with_the_auxiliary_depth_head_learns_the_depth_maps() -> None:
+    # The depth map is a function of the image (left half near when the left half is bright).
+    rng = np.random.default_rng(0)
+    n = 128
+    obs = rng.integers(0, 60, size=(n, 16, 16, 3)).astype(np.uint8)
+    left = rng.random(n) < 0.5
+    obs[left, :, :8] += 150
+    depth = np.full((n, DEPTH_SIDE, DEPTH_SIDE), np.log(5.0), np.float32)
+    depth[left, :, :4] = np.log(0.5)
+    data = Batch(obs, np.full((n, 9), 0.5, np.float32), depth)
+    torch.manual_seed(0)
+    net = ValueNet(3, 16, width=8, aux_depth=True)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    first = fit(net, opt, data, rng, epochs=1, batch_size=32, aux_weight=1.0)
+    last = fit(net, opt, data, rng, epochs=20, batch_size=32, aux_weight=1.0)
+    assert last["fit/depth_loss"] < 0.1 * first["fit/depth_loss"]
+    _, pred = net.forward_all(torch.from_numpy(obs))
+    assert pred.shape == (n, DEPTH_SIDE, DEPTH_SIDE)
+    assert float((pred.detach().numpy() - depth).__abs__().mean()) < 0.3
+    with pytest.raises(ValueError, match="aux_depth=True"):
+        fit(ValueNet(3, 16, width=8), opt, data, rng, epochs=1, batch_size=32, aux_weight=1.0)
+    with pytest.raises(ValueError, match="depth maps"):
+        fit(net, opt, Batch(obs, data.labels), rng, epochs=1, batch_size=32, aux_weight=1.0)
+
+
+def test_batches_keep_their_depth_maps_through_joins_and_checkpoints() -> None:
+    a = Batch(np.zeros((2, 16, 16, 3), np.uint8), np.zeros((2, 9), np.float32), np.ones((2, 8, 8), np.float32))
+    b = Batch.empty(16, 9).extend(a).extend(a)
+    assert len(b) == 4 and b.depth.shape == (4, 8, 8)
+    back = Batch.from_tensors(b.tensors())
+    assert np.array_equal(back.depth, b.depth) and np.array_equal(back.labels, b.labels)
+    old = Batch(a.obs, a.labels)  # labels from a checkpoint written before depth maps were kept
+    assert Batch.from_tensors(old.tensors()).depth is None and Batch.empty(16, 9).extend(old).depth is None
+    with pytest.raises(ValueError, match="without them"):
+        a.extend(old)
 
 
 def test_value_net_shape_and_size_check() -> None:

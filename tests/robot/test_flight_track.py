@@ -17,7 +17,7 @@ import robot.flight.mc as mc
 from robot.flight.track import CONFIGS_DIR, FlightConfig, train
 from shared.cli import app
 from shared.config import ConfigError, load_config, to_yaml
-from shared.tracking.checkpoint import CheckpointWarning, list_checkpoints
+from shared.tracking.checkpoint import CheckpointWarning, list_checkpoints, load_checkpoint
 from shared.tracking.run import Run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -52,7 +52,7 @@ def test_training_writes_the_policy_summary_metrics_and_media(trained) -> None:
     run_dir, stdout = trained
     assert (run_dir / "final" / "value_net.safetensors").exists()
     meta = json.loads((run_dir / "final" / "policy.json").read_text())
-    assert meta["net"] == {"k": 3, "image_size": 32, "width": 4}
+    assert meta["net"] == {"k": 3, "image_size": 32, "width": 4, "aux_depth": False}
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["rounds"] == 2 and summary["labels"] == 46
     assert [h["round"] for h in summary["history"]] == [0, 1]
@@ -148,7 +148,7 @@ def test_a_start_inside_the_mesh_is_refused(trained, tmp_path) -> None:
 @pytest.mark.parametrize("override, key", [
     ("env.image_size=40", "env.image_size"), ("env.grid=0", "env.grid"), ("mc.horizon=0", "mc.horizon"),
     ("env.corridor_m=[3,2]", "env.corridor_m"), ("eval.baselines=[teleport]", "eval.baselines"),
-    ("env.renderer=opengl", "env.renderer"), ("fit.augment=2", "fit.augment"),
+    ("env.renderer=opengl", "env.renderer"), ("fit.augment=2", "fit.augment"), ("fit.aux_depth=-1", "fit.aux_depth"),
 ])
 def test_config_errors_name_the_key(override, key) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -173,3 +173,17 @@ def test_refit_probe_compares_augmentation_on_a_runs_labels(trained, tmp_path, c
     shutil.copy(run_dir / "config.yaml", bare / "config.yaml")
     with pytest.raises(SystemExit, match="no checkpoint"):
         probe([str(bare), "--epochs", "1", "--every", "1", "--flights", "1"])
+
+
+def test_training_with_the_auxiliary_depth_head(tmp_path) -> None:
+    from robot.flight.track import load_policy
+
+    run_dir = tmp_path / "run"
+    stdout = _train(run_dir, _cfg("fit.aux_depth=1.0", "mc.iterations=0"))
+    assert "round 0:" in stdout
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("fit/depth_loss", 0) > 0 for r in rows)
+    tensors, _ = load_checkpoint(list_checkpoints(run_dir / "checkpoints")[-1][1])
+    assert tuple(tensors["data"]["depth"].shape) == (40, 8, 8)
+    net, meta = load_policy(run_dir)
+    assert meta["net"]["aux_depth"] is True and net.depth_head is not None
