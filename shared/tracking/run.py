@@ -72,6 +72,24 @@ def _json_value(key: str, value: Any) -> float | int | bool | None:
     raise TypeError(f"metric {key!r} must be a float, int or bool, got {type(value).__name__}")
 
 
+def _after_last_event_file(tb_dir: Path) -> None:
+    """Wait, if needed, until a new TensorBoard event file will sort after every one in `tb_dir`.
+
+    TensorBoard reads a folder's event files in name order, and a resumed run's purge of the steps past its
+    checkpoint only hides events of files that sort before the new one. The name is
+    ``events.out.tfevents.<unix second>.<host>.<pid>.<counter>``: within one second the counter decides,
+    and as text "10" sorts before "9". So a writer opened in the same second as the newest file (a resume
+    right after a crash, or in tests) waits for the next second (at most about one)."""
+    newest = -1
+    for f in tb_dir.glob("events.out.tfevents.*") if tb_dir.is_dir() else ():
+        field = f.name.split(".")[3]
+        if field.isdigit():
+            newest = max(newest, int(field))
+    wait = newest + 1 - time.time()
+    if 0 < wait <= 2:  # a file stamped further ahead means a clock jump; waiting for it would not end
+        time.sleep(wait + 0.01)
+
+
 def _split_records(path: Path) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
     """([(line, record)], torn): the records of a metrics file and whether its last line is torn."""
     lines = path.read_text(encoding="utf-8").splitlines()
@@ -350,6 +368,7 @@ class Run:
             # torch (via tensorboard's writer) is imported here, on the first log, not on import.
             from torch.utils.tensorboard import SummaryWriter
 
+            _after_last_event_file(self.tb_dir)
             self._tb = SummaryWriter(log_dir=str(self.tb_dir), purge_step=self._purge_step)
         return self._tb
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import socket
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -159,6 +162,20 @@ def test_tensorboard_forgets_steps_after_the_checkpoint(tmp_path: Path) -> None:
     scalars = acc.Scalars("loss")
     assert [s.step for s in scalars] == [1, 2, 3, 4]
     assert [s.value for s in scalars][2:] == [30.0, 40.0]
+
+
+def test_a_resumed_writers_event_file_sorts_after_the_last_one(tmp_path: Path) -> None:
+    # A file from this host and process in this second whose counter sorts after the new writer's as text
+    # ("999999999" > "10"): without the wait, the new file would sort first and the purge would not apply.
+    pytest.importorskip("torch.utils.tensorboard")  # imported now, so the writer below opens at once
+    run = _create(tmp_path, tensorboard=True)
+    run.tb_dir.mkdir(parents=True, exist_ok=True)
+    earlier = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.999999999"
+    (run.tb_dir / earlier).write_bytes(b"")
+    run.log(1, {"loss": 1.0})
+    run.close()
+    names = sorted(f.name for f in run.tb_dir.glob("events.out.tfevents.*"))
+    assert len(names) == 2 and names[0] == earlier
 
 
 def test_wandb_is_optional(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
