@@ -100,7 +100,7 @@ class MCConfig:
     """Labelled states of the first round (cheap: its branches render nothing)."""
     roots: int = 800
     """Labelled states per later iteration (each branch renders every step to run the policy)."""
-    horizon: int = 16
+    horizon: int = 10
     """Steps each branch flies; a label is the fraction of them flown without collision."""
     stride: int = 2
     """Every stride-th state of a flight becomes a root."""
