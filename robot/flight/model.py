@@ -46,8 +46,9 @@ class ValueNet(nn.Module):
     def forward_all(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(value logits (B, K*K), predicted coarse log-depth (B, DEPTH_SIDE, DEPTH_SIDE) or None)."""
         x = images.permute(0, 3, 1, 2).float() / 255.0 - 0.5
-        hidden = self.head[:3](self.features(x))
-        logits = self.head[3](hidden)
+        flat, linear, relu, out = self.head  # indexed, not sliced: a slice builds a new module every call
+        hidden = relu(linear(flat(self.features(x))))
+        logits = out(hidden)
         if self.depth_head is None:
             return logits, None
         return logits, self.depth_head(hidden).view(-1, DEPTH_SIDE, DEPTH_SIDE)

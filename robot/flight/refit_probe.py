@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = [row for run in args.runs for seed in args.fit_seeds for a in args.augment
             for row in refit(run, a, seed, args.epochs, args.every, args.flights)]
     print("\n| augment | validation (m) | held-out textures (m) | fits |\n|---|---|---|---|")
+    skip = args.every if args.epochs > args.every else 0
     for a in args.augment:
-        skip = args.every if args.epochs > args.every else 0
         late = [r for r in rows if r["augment"] == a and r["epochs"] > skip]
         fits = len({(r["run"], r["fit_seed"]) for r in late})
         print(f"| {a:g} | {statistics.mean(r['val'] for r in late):.2f} | "
