@@ -14,6 +14,12 @@ One iteration:
 
 Following the current policy after the first branch step, instead of flying straight, is what makes the
 labels see turns coming: "turn, then fly straight" labels are myopic.
+
+`mc.follow: heuristic` swaps the follow-up policy for a privileged teacher: after its first step a branch
+flies the depth heuristic's rule on ray tests (`controllers.ray_heuristic`), so a label is the value of an
+action under the teacher, at states the learner's own flights visit (AggreVaTe, Ross and Bagnell 2014).
+The simulator is privileged in training only, as in CAD2RL's labels; the policy still reads the image
+alone. Ray tests render nothing, so these labels cost a fraction of the policy-following ones.
 """
 
 from __future__ import annotations
@@ -85,6 +91,16 @@ def follow_policy(net: ValueNet | None, k: int, tie_tol: float) -> Callable[[Any
     return act
 
 
+def follow_heuristic(safe_m: float = 2.0) -> Callable[[Any, list], list[int]]:
+    """The batched follow-up of `mc.follow: heuristic`: the privileged ray-test rule for every branch."""
+    from robot.flight.controllers import ray_heuristic
+
+    def act(env: Any, states: list) -> list[int]:
+        return [ray_heuristic(env, s, safe_m) for s in states]
+
+    return act
+
+
 def label_roots(env: Any, roots: list, horizon: int, follow: Callable[[Any, list], list[int]] | None) -> np.ndarray:
     """(len(roots), K*K) Monte Carlo labels of every action at every root (all in `env`'s current world)."""
     n_actions = env.k * env.k
@@ -118,14 +134,13 @@ def label_roots(env: Any, roots: list, horizon: int, follow: Callable[[Any, list
 
 
 def collect(env: Any, net: ValueNet | None, n_roots: int, rng: np.random.Generator, *, horizon: int, stride: int,
-            epsilon: float, tie_tol: float, label_net: ValueNet | None, max_steps: int = 400,
+            epsilon: float, tie_tol: float, follow: Callable[[Any, list], list[int]] | None, max_steps: int = 400,
             progress: Callable[[int], None] | None = None) -> tuple[Batch, dict[str, float]]:
     """Fly episodes in new training worlds until `n_roots` labelled roots; (batch, stats).
 
-    `net` steers the flights (None: straight, with random turns at rate `epsilon`); `label_net` is the
-    policy the branches follow (None: straight).
+    `net` steers the flights (None: straight, with random turns at rate `epsilon`); `follow` is the batched
+    policy the branches follow after their first step (`follow_policy`, `follow_heuristic`; None: straight).
     """
-    follow = follow_policy(label_net, env.k, tie_tol)
     obs_list, label_list, depth_list = [], [], []
     flown, episodes, t0, have = [], 0, time.time(), 0
     n_actions = env.k * env.k

@@ -110,6 +110,10 @@ class MCConfig:
     """Random actions in later flights (which follow the current network)."""
     tie_tol: float = 0.02
     """Values within this of the best count as tied; ties go to the cell nearest straight."""
+    follow: str = choice("policy", "policy", "heuristic")
+    """What a branch flies after its first step: the current policy (CAD2RL; the first round flies straight),
+    or the privileged depth heuristic's rule on ray tests, a teacher whose values the network learns at the
+    states its own flights visit (AggreVaTe; cheap: ray tests render nothing)."""
 
     def __post_init__(self) -> None:
         require(self.iterations >= 0, "mc.iterations", "must be >= 0")
@@ -219,7 +223,7 @@ def train(cfg: FlightConfig, run: Any, resuming: bool) -> None:
     import torch
 
     from robot.flight.controllers import policy_controller, straight
-    from robot.flight.mc import Batch, collect, fit, fly, summarise
+    from robot.flight.mc import Batch, collect, fit, fly, follow_heuristic, follow_policy, summarise
     from robot.flight.model import ValueNet, net_config
     from shared.tracking.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
     from shared.tracking.rng import seed_everything
@@ -262,9 +266,13 @@ def train(cfg: FlightConfig, run: Any, resuming: bool) -> None:
             first = r == 0
             n_roots = cfg.mc.roots_first if first else cfg.mc.roots
             bar = _progress(n_roots, f"round {r} ({'straight' if first else 'policy'} branches)")
+            if cfg.mc.follow == "heuristic":
+                follow = follow_heuristic()
+            else:
+                follow = None if first else follow_policy(net, cfg.env.grid, cfg.mc.tie_tol)
             batch, stats = collect(env, None if first else net, n_roots, rng, horizon=cfg.mc.horizon,
                                    stride=cfg.mc.stride, epsilon=cfg.mc.epsilon_first if first else cfg.mc.epsilon,
-                                   tie_tol=cfg.mc.tie_tol, label_net=None if first else net, progress=bar.update)
+                                   tie_tol=cfg.mc.tie_tol, follow=follow, progress=bar.update)
             bar.close()
             data = data.extend(batch)
             t0 = time.time()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from robot.flight.controllers import baseline, cell_clearance, depth_heuristic, oracle_controller, straight
-from robot.flight.mc import Batch, Flight, fit, fly, label_roots, photometric, summarise
+from robot.flight.mc import Batch, Flight, fit, fly, follow_heuristic, label_roots, photometric, summarise
 from robot.flight.model import DEPTH_SIDE, ValueNet, centre_order, choose_action, coarse_depth, mirror_actions
 from sim.flight import IndoorFlightEnv
 from tests.sim.flight_worlds import pillar_world
@@ -56,6 +56,15 @@ def test_following_a_straight_policy_gives_the_same_labels_as_straight_branches(
     b = label_roots(pillar, [root, root], horizon=10, follow=follow)
     assert np.array_equal(a, b)
     assert calls and max(calls) <= 18, "branches of both roots advance in one batch per step"
+
+
+def test_a_heuristic_follow_up_labels_straight_as_the_teacher_would_fly_it(pillar) -> None:
+    root = pillar.snapshot()
+    plain = label_roots(pillar, [root], horizon=12, follow=None)[0]
+    taught = label_roots(pillar, [root], horizon=12, follow=follow_heuristic())[0]
+    # Straight into the pillar 2 m ahead: flying straight on hits it; the teacher steers round it afterwards.
+    assert plain[4] < 0.4 and taught[4] == 1.0
+    assert (taught >= plain).all(), "the teacher never flies a branch shorter than flying straight here"
 
 
 def test_baselines_on_the_pillar(pillar) -> None:

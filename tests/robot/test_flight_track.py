@@ -149,6 +149,7 @@ def test_a_start_inside_the_mesh_is_refused(trained, tmp_path) -> None:
     ("env.image_size=40", "env.image_size"), ("env.grid=0", "env.grid"), ("mc.horizon=0", "mc.horizon"),
     ("env.corridor_m=[3,2]", "env.corridor_m"), ("eval.baselines=[teleport]", "eval.baselines"),
     ("env.renderer=opengl", "env.renderer"), ("fit.augment=2", "fit.augment"), ("fit.aux_depth=-1", "fit.aux_depth"),
+    ("mc.follow=expert", "mc.follow"),
 ])
 def test_config_errors_name_the_key(override, key) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -187,3 +188,23 @@ def test_training_with_the_auxiliary_depth_head(tmp_path) -> None:
     assert tuple(tensors["data"]["depth"].shape) == (40, 8, 8)
     net, meta = load_policy(run_dir)
     assert meta["net"]["aux_depth"] is True and net.depth_head is not None
+
+
+def test_training_with_the_heuristic_teacher_never_renders_a_branch(tmp_path, monkeypatch) -> None:
+    """mc.follow=heuristic: every round's branches follow the ray-test teacher, none the network."""
+    taught = []
+
+    def no_policy(*args, **kwargs):
+        raise AssertionError("mc.follow=heuristic must not follow the network")
+
+    def counting_teacher(*args, **kwargs):
+        taught.append(1)
+        return real_teacher(*args, **kwargs)
+
+    real_teacher = mc.follow_heuristic
+    monkeypatch.setattr(mc, "follow_policy", no_policy)
+    monkeypatch.setattr(mc, "follow_heuristic", counting_teacher)
+    run_dir = tmp_path / "run"
+    stdout = _train(run_dir, _cfg("mc.follow=heuristic"))
+    assert "round 1:" in stdout and len(taught) == 2
+    assert (run_dir / "final" / "value_net.safetensors").exists()
