@@ -122,10 +122,14 @@ def rollout_steps(env: Any, state: Any, steps: int, safe_m: float) -> int:
     return steps
 
 
-def oracle_controller(horizon: int = 30, safe_m: float = 2.0) -> Controller:
+def oracle_controller(horizon: int = 30, safe_m: float = 2.0, follow: str = "heuristic") -> Controller:
     """Simulator lookahead: every first move, then the privileged ray heuristic for the rest of `horizon`
     steps; the move that survives longest, ties towards straight (a one-step policy improvement over the
-    heuristic, with the simulator as the model)."""
+    heuristic, with the simulator as the model). `follow="straight"` flies straight after the first move
+    instead: a controller acting on exact first-round Monte Carlo labels (`python -m
+    robot.flight.label_ceiling` compares the two)."""
+    if follow not in ("heuristic", "straight"):
+        raise ValueError(f"oracle follow-up must be 'heuristic' or 'straight', got {follow!r}")
 
     def act(env: Any, obs: np.ndarray) -> tuple[int, np.ndarray]:
         root = env.snapshot()
@@ -134,7 +138,12 @@ def oracle_controller(horizon: int = 30, safe_m: float = 2.0) -> Controller:
             first, hit, left = env.advance(root, int(a1))
             if hit is not None:
                 continue
-            scores[a1] = 1.0 if left else (1 + rollout_steps(env, first, horizon - 1, safe_m)) / horizon
+            if left:
+                scores[a1] = 1.0
+            elif follow == "straight":
+                scores[a1] = (1 + survive_steps(env, first, [], horizon - 1)) / horizon
+            else:
+                scores[a1] = (1 + rollout_steps(env, first, horizon - 1, safe_m)) / horizon
             if a1 == env.straight_action and scores[a1] >= 1.0:
                 return int(a1), scores
         best = scores.max()

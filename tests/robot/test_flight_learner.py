@@ -67,6 +67,25 @@ def test_a_heuristic_follow_up_labels_straight_as_the_teacher_would_fly_it(pilla
     assert (taught >= plain).all(), "the teacher never flies a branch shorter than flying straight here"
 
 
+def test_a_straight_follow_lookahead_acts_on_exact_first_round_labels(pillar) -> None:
+    root = pillar.snapshot()
+    labels = label_roots(pillar, [root], horizon=12, follow=None)[0]
+    action, scores = oracle_controller(12, follow="straight")(pillar, None)
+    assert np.allclose(scores, labels), "the same numbers as the Monte Carlo labels with straight branches"
+    assert action in (3, 5)
+    with pytest.raises(ValueError, match="'heuristic' or 'straight'"):
+        oracle_controller(12, follow="policy")
+
+
+def test_label_ceiling_command(capsys) -> None:
+    from robot.flight.label_ceiling import main
+
+    main(["--horizons", "3", "--flights", "1"])
+    out = capsys.readouterr().out
+    assert "follow straight, horizon 3:" in out and "follow heuristic, horizon 3:" in out
+    assert out.count("\n| straight | 3 |") == 1 and out.count("\n| heuristic | 3 |") == 1
+
+
 def test_baselines_on_the_pillar(pillar) -> None:
     flown = {name: fly(pillar, baseline(name, 0, 12), seed=0) for name in ("straight", "depth", "oracle")}
     assert flown["straight"].collision == "world" and flown["straight"].distance_m < 2.0
