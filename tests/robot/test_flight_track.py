@@ -208,3 +208,9 @@ def test_training_with_the_heuristic_teacher_never_renders_a_branch(tmp_path, mo
     stdout = _train(run_dir, _cfg("mc.follow=heuristic"))
     assert "round 1:" in stdout and len(taught) == 2
     assert (run_dir / "final" / "value_net.safetensors").exists()
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml")))
+def test_every_shipped_flight_config_loads(name) -> None:
+    cfg = load_config(FlightConfig, name, [], CONFIGS_DIR)
+    assert cfg.mc.horizon >= 1 and cfg.name
