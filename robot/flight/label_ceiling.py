@@ -53,12 +53,13 @@ def main(argv: list[str] | None = None) -> None:
         env.close()
     print(f"\n{args.flights} validation flights each; flying straight: {ref['distance_m']:.2f} ± "
           f"{ref['distance_se']:.2f} m\n")
-    print(f"| follow-up | horizon (steps) | distance (m) | x straight | new ground (m) | beyond {cfg.eval.success_m:g} m |")
+    success = f"{cfg.eval.success_m:g}"
+    print(f"| follow-up | horizon (steps) | distance (m) | x straight | new ground (m) | beyond {success} m |")
     print("|---|---|---|---|---|---|")
     for follow, h, r in rows:
         print(f"| {follow} | {h} | {r['distance_m']:.2f} ± {r['distance_se']:.2f} | "
               f"{r['distance_m'] / ref['distance_m']:.2f} | {r['new_ground_m']:.2f} | "
-              f"{r[f'beyond_{cfg.eval.success_m:g}m']:.2f} |")
+              f"{r[f'beyond_{success}m']:.2f} |")
 
 
 if __name__ == "__main__":
