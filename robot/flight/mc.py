@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from robot.flight.controllers import ray_heuristic
 from robot.flight.model import DEPTH_SIDE, ValueNet, choose_action, coarse_depth, mirror_actions
 
 
@@ -93,7 +94,6 @@ def follow_policy(net: ValueNet | None, k: int, tie_tol: float) -> Callable[[Any
 
 def follow_heuristic(safe_m: float = 2.0) -> Callable[[Any, list], list[int]]:
     """The batched follow-up of `mc.follow: heuristic`: the privileged ray-test rule for every branch."""
-    from robot.flight.controllers import ray_heuristic
 
     def act(env: Any, states: list) -> list[int]:
         return [ray_heuristic(env, s, safe_m) for s in states]

@@ -265,11 +265,12 @@ def train(cfg: FlightConfig, run: Any, resuming: bool) -> None:
         for r in range(done, rounds):
             first = r == 0
             n_roots = cfg.mc.roots_first if first else cfg.mc.roots
-            bar = _progress(n_roots, f"round {r} ({'straight' if first else 'policy'} branches)")
             if cfg.mc.follow == "heuristic":
-                follow = follow_heuristic()
+                follow, kind = follow_heuristic(), "teacher"
             else:
                 follow = None if first else follow_policy(net, cfg.env.grid, cfg.mc.tie_tol)
+                kind = "straight" if first else "policy"
+            bar = _progress(n_roots, f"round {r} ({kind} branches)")
             batch, stats = collect(env, None if first else net, n_roots, rng, horizon=cfg.mc.horizon,
                                    stride=cfg.mc.stride, epsilon=cfg.mc.epsilon_first if first else cfg.mc.epsilon,
                                    tie_tol=cfg.mc.tie_tol, follow=follow, progress=bar.update)
