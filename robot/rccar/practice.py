@@ -46,9 +46,16 @@ class PracticeState:
 def make_sac(env: Any, sac: Any, seed: int, tb_dir: str | None = None) -> Any:
     from stable_baselines3 import SAC
 
+    multi = isinstance(env.observation_space, dict) or hasattr(env.observation_space, "spaces")
+    policy: Any = "MultiInputPolicy" if multi else "MlpPolicy"
+    policy_kwargs: dict[str, Any] = {"net_arch": list(sac.net_arch), "n_critics": sac.n_critics}
+    if sac.critic_layer_norm or sac.critic_dropout > 0:
+        from robot.rccar.critic import NormCriticMultiInputPolicy, NormCriticPolicy
+
+        policy = NormCriticMultiInputPolicy if multi else NormCriticPolicy
+        policy_kwargs.update(critic_layer_norm=bool(sac.critic_layer_norm), critic_dropout=float(sac.critic_dropout))
     return SAC(
-        "MultiInputPolicy" if isinstance(env.observation_space, dict) or hasattr(env.observation_space, "spaces")
-        else "MlpPolicy",
+        policy,
         env,
         learning_rate=sac.lr,
         buffer_size=sac.buffer_size,
@@ -59,7 +66,7 @@ def make_sac(env: Any, sac: Any, seed: int, tb_dir: str | None = None) -> Any:
         train_freq=1,
         gradient_steps=sac.utd,
         ent_coef=sac.ent_coef,
-        policy_kwargs={"net_arch": list(sac.net_arch), "n_critics": sac.n_critics},
+        policy_kwargs=policy_kwargs,
         seed=seed,
         device="cpu",
         verbose=0,

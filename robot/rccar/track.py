@@ -125,10 +125,16 @@ class SACConfig:
     net_arch: list[int] = field(default_factory=lambda: [256, 256])
     n_critics: int = 2
     """Critic ensemble size (the TD target takes the minimum)."""
+    critic_layer_norm: bool = False
+    """Layer normalisation after each hidden layer of every critic (DroQ, RLPD): keeps Q estimates bounded at
+    a high update-to-data ratio. SB3's SAC has no such option; the lab's policy class adds it."""
+    critic_dropout: float = 0.0
+    """Dropout rate in every critic's hidden layers (DroQ uses 0.01 with layer norm); 0: none."""
 
     def __post_init__(self) -> None:
         require(self.utd >= 1, "sac.utd", "must be >= 1")
         require(self.n_critics >= 1, "sac.n_critics", "must be >= 1")
+        require(0.0 <= self.critic_dropout < 1.0, "sac.critic_dropout", "must be in [0, 1)")
 
 
 @dataclass

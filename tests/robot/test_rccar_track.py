@@ -356,6 +356,7 @@ def test_bundled_configs_load():
     assert _cfg().sac.net_arch == [32, 32] and _cfg().env.track == "generated:1"
     variants = {p.stem: load_config(RCCarConfig, p.stem, [], CONFIGS_DIR) for p in CONFIGS_DIR.glob("*.yaml")}
     assert variants["fastrlap_utd4"].sac.utd == 4 and variants["fastrlap_dr"].env.randomize
+    assert variants["fastrlap_droq"].sac.critic_layer_norm and not variants["fastrlap_utd4"].sac.critic_layer_norm
     assert len({c.name for c in variants.values()}) == len(variants) - 1  # default is fastrlap itself
 
 
