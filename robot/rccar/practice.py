@@ -43,6 +43,19 @@ class PracticeState:
     first_faster_than_demo_min: float | None = None
 
 
+class PracticeLR:
+    """SB3 learning-rate schedule that follows simulated practice time instead of SB3's step budget (which
+    is only an upper bound here): `lr` at the start, `lr * end_frac` at the end, linear in between. The
+    practice callback sets `progress` (0 to 1); SB3 applies the value before every gradient step."""
+
+    def __init__(self, lr: float, end_frac: float = 1.0) -> None:
+        self.lr, self.end_frac, self.progress = float(lr), float(end_frac), 0.0
+
+    def __call__(self, _progress_remaining: float) -> float:
+        p = min(1.0, max(0.0, self.progress))
+        return self.lr * (1.0 - p * (1.0 - self.end_frac))
+
+
 def make_sac(env: Any, sac: Any, seed: int, tb_dir: str | None = None) -> Any:
     from stable_baselines3 import SAC
 
@@ -54,7 +67,7 @@ def make_sac(env: Any, sac: Any, seed: int, tb_dir: str | None = None) -> Any:
 
         policy = NormCriticMultiInputPolicy if multi else NormCriticPolicy
         policy_kwargs.update(critic_layer_norm=bool(sac.critic_layer_norm), critic_dropout=float(sac.critic_dropout))
-    return SAC(
+    model = SAC(
         policy,
         env,
         learning_rate=sac.lr,
@@ -71,6 +84,9 @@ def make_sac(env: Any, sac: Any, seed: int, tb_dir: str | None = None) -> Any:
         device="cpu",
         verbose=0,
     )
+    if sac.lr_end_frac != 1.0:
+        model.lr_schedule = PracticeLR(sac.lr, sac.lr_end_frac)
+    return model
 
 
 def policy_controller(model: Any, deterministic: bool):
@@ -173,6 +189,8 @@ def _make_callback(model: Any, state: PracticeState, cfg: Any, run: Any, demo_la
             if self.locals["dones"][0] and info.get("crash"):
                 self.crashes += 1
             state.sim_time_s = offset["sim"] + info["sim_time_s"]
+            if isinstance(model.lr_schedule, PracticeLR):
+                model.lr_schedule.progress = state.sim_time_s / budget_s
             state.crashes = offset["crashes"] + self.crashes
             state.recoveries = offset["recoveries"] + info["recoveries"]
             state.interventions = offset["interventions"] + info["interventions"]
@@ -185,6 +203,7 @@ def _make_callback(model: Any, state: PracticeState, cfg: Any, run: Any, demo_la
                 run.log(step, {"practice/sim_min": minutes, "practice/crashes": state.crashes,
                                "practice/recoveries": state.recoveries, "practice/interventions": state.interventions,
                                "practice/speed": info["speed"], "sac/ent_coef": ent,
+                               "sac/lr": float(model.lr_schedule(1.0)),
                                "perf/wall_s_per_sim_min": wall})
             if step % 50 == 0:
                 bar.n = min(round(budget_s), round(state.sim_time_s))
@@ -212,6 +231,8 @@ def practise(model: Any, state: PracticeState, cfg: Any, run: Any, make_eval_env
 
     pc = cfg.practice
     budget_s = pc.minutes * 60.0
+    if isinstance(model.lr_schedule, PracticeLR):  # a resumed run continues its schedule where it stopped
+        model.lr_schedule.progress = state.sim_time_s / budget_s
     bar = tqdm(total=round(budget_s), initial=min(round(budget_s), round(state.sim_time_s)), unit="sim s",
                desc="practice", dynamic_ncols=True, mininterval=2.0)
 

@@ -111,6 +111,9 @@ class DemoDriverConfig:
 @dataclass
 class SACConfig:
     lr: float = 3.0e-4
+    lr_end_frac: float = 1.0
+    """The learning rate at the end of the practice budget, as a fraction of `lr`, reached linearly in
+    simulated practice time (actor, critics and entropy coefficient alike); 1: constant."""
     batch_size: int = 256
     buffer_size: int = 200_000
     utd: int = 2
@@ -135,6 +138,7 @@ class SACConfig:
         require(self.utd >= 1, "sac.utd", "must be >= 1")
         require(self.n_critics >= 1, "sac.n_critics", "must be >= 1")
         require(0.0 <= self.critic_dropout < 1.0, "sac.critic_dropout", "must be in [0, 1)")
+        require(0.0 < self.lr_end_frac <= 1.0, "sac.lr_end_frac", "must be in (0, 1]")
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""The layer-normalised / dropout critics (`sac.critic_layer_norm`, `sac.critic_dropout`, DroQ-style):
-what SAC builds with them, and that saving, loading and the practice checkpoint keep them."""
+"""The rccar learner's SAC options: layer-normalised / dropout critics (`sac.critic_layer_norm`,
+`sac.critic_dropout`, DroQ-style): what SAC builds with them, and that saving, loading and the practice
+checkpoint keep them; and the learning rate annealed over practice time (`sac.lr_end_frac`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from torch import nn
 pytest.importorskip("pybullet")
 
 from robot.rccar.critic import NormCriticPolicy  # noqa: E402
-from robot.rccar.practice import PracticeState, load_practice, make_sac, save_practice  # noqa: E402
+from robot.rccar.practice import PracticeLR, PracticeState, load_practice, make_sac, save_practice  # noqa: E402
 from robot.rccar.track import CONFIGS_DIR, RCCarConfig  # noqa: E402
 from shared.config import ConfigError, load_config  # noqa: E402
 
@@ -94,8 +95,38 @@ def test_normalised_critics_learn_save_load_and_resume(tmp_path):
         env.close()
 
 
-@pytest.mark.parametrize("value", ["1.0", "-0.1"])
-def test_critic_dropout_out_of_range_names_the_key(value):
+@pytest.mark.parametrize("override,key", [("sac.critic_dropout=1.0", "sac.critic_dropout"),
+                                          ("sac.critic_dropout=-0.1", "sac.critic_dropout"),
+                                          ("sac.lr_end_frac=0", "sac.lr_end_frac"),
+                                          ("sac.lr_end_frac=1.5", "sac.lr_end_frac")])
+def test_out_of_range_sac_options_name_the_key(override, key):
     with pytest.raises(ConfigError) as err:
-        load_config(RCCarConfig, "fastrlap_droq", [f"sac.critic_dropout={value}"], CONFIGS_DIR)
-    assert err.value.key == "sac.critic_dropout"
+        load_config(RCCarConfig, "fastrlap_droq", [override], CONFIGS_DIR)
+    assert err.value.key == key
+
+
+def test_practice_lr_is_linear_in_practice_time_and_clamped():
+    lr = PracticeLR(3e-4, 0.1)
+    got = []
+    for p in (-0.5, 0.0, 0.5, 1.0, 2.0):
+        lr.progress = p
+        got.append(lr(0.123))  # SB3's own progress argument is ignored
+    assert got == pytest.approx([3e-4, 3e-4, 1.65e-4, 3e-5, 3e-5])
+
+
+def test_annealed_lr_reaches_every_optimiser_and_constant_stays_sb3s():
+    _, env, model = _model("sac.lr_end_frac=0.1")
+    try:
+        assert isinstance(model.lr_schedule, PracticeLR)
+        model.lr_schedule.progress = 0.5
+        model.learn(40)  # updates after 20 random steps; SB3 sets the rate before each
+        rates = [g["lr"] for opt in (model.actor.optimizer, model.critic.optimizer, model.ent_coef_optimizer)
+                 for g in opt.param_groups]
+        assert rates == pytest.approx([1.65e-4] * 3)
+        _, env2, constant = _model()
+        try:
+            assert not isinstance(constant.lr_schedule, PracticeLR) and constant.lr_schedule(0.3) == 3e-4
+        finally:
+            env2.close()
+    finally:
+        env.close()
