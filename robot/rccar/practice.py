@@ -3,8 +3,10 @@
 The learner is SB3's SAC with a high update-to-data ratio (`gradient_steps` per environment step)
 and its critic ensemble (`n_critics`, clipped to the minimum). SB3's SAC has no layer-norm option;
 `sac.critic_layer_norm` and `sac.critic_dropout` swap in the lab's policy class (`robot.rccar.critic`)
-whose critics have both (DroQ), and `sac.lr_end_frac` anneals the learning rate over practice time. Practice time is the simulated time of the training car,
-recovery manoeuvres included; it drives the budget (`practice.minutes`) and every curve's x axis.
+whose critics have both (DroQ), and `sac.lr_end_frac` anneals the learning rate over practice time.
+
+Practice time is the simulated time of the training car, recovery manoeuvres included; it drives the
+budget (`practice.minutes`) and every curve's x axis.
 
 Every `eval_every_min` simulated minutes the current policy drives `eval_laps` laps on a separate
 copy of the track, deterministic (the actor's mean) and stochastic (sampled), since early in
