@@ -192,8 +192,8 @@ def _make_callback(model: Any, state: PracticeState, cfg: Any, run: Any, demo_la
             if self.locals["dones"][0] and info.get("crash"):
                 self.crashes += 1
             state.sim_time_s = offset["sim"] + info["sim_time_s"]
-            if isinstance(model.lr_schedule, PracticeLR):
-                model.lr_schedule.progress = state.sim_time_s / budget_s
+            if isinstance(model.lr_schedule, PracticeLR):  # set after every env step, before SB3's updates;
+                model.lr_schedule.progress = state.sim_time_s / budget_s  # a resumed run continues from its time
             state.crashes = offset["crashes"] + self.crashes
             state.recoveries = offset["recoveries"] + info["recoveries"]
             state.interventions = offset["interventions"] + info["interventions"]
@@ -234,8 +234,6 @@ def practise(model: Any, state: PracticeState, cfg: Any, run: Any, make_eval_env
 
     pc = cfg.practice
     budget_s = pc.minutes * 60.0
-    if isinstance(model.lr_schedule, PracticeLR):  # a resumed run continues its schedule where it stopped
-        model.lr_schedule.progress = state.sim_time_s / budget_s
     bar = tqdm(total=round(budget_s), initial=min(round(budget_s), round(state.sim_time_s)), unit="sim s",
                desc="practice", dynamic_ncols=True, mininterval=2.0)
 

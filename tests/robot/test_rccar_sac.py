@@ -28,10 +28,6 @@ def _model(*extra: str):
     return cfg, env, make_sac(env, cfg.sac, seed=0)
 
 
-def _heads(model) -> list[nn.Sequential]:
-    return [model.critic.q_networks[i] for i in range(model.critic.n_critics)]
-
-
 def _q(model, obs: np.ndarray, act: np.ndarray) -> list[torch.Tensor]:
     model.policy.set_training_mode(False)  # dropout off: the same weights give the same values
     with torch.no_grad():
@@ -44,13 +40,13 @@ def test_droq_config_builds_normalised_critics_and_plain_ones_stay_plain():
     try:
         assert cfg.sac.critic_layer_norm and cfg.sac.critic_dropout == 0.01 and cfg.sac.utd == 4
         assert isinstance(model.policy, NormCriticPolicy)
-        for net in [*_heads(model), *model.critic_target.q_networks]:
+        for net in [*model.critic.q_networks, *model.critic_target.q_networks]:
             kinds = [type(m) for m in net]
             assert kinds == [nn.Linear, nn.Dropout, nn.LayerNorm, nn.ReLU] * 2 + [nn.Linear]
             assert [m.p for m in net if isinstance(m, nn.Dropout)] == [0.01, 0.01]
         # the optimiser updates the new heads (not SB3's replaced ones) and the target starts equal
         optimised = {id(p) for g in model.critic.optimizer.param_groups for p in g["params"]}
-        assert all(id(p) in optimised for net in _heads(model) for p in net.parameters())
+        assert all(id(p) in optimised for net in model.critic.q_networks for p in net.parameters())
         for a, b in zip(model.critic.state_dict().values(), model.critic_target.state_dict().values(), strict=True):
             assert torch.equal(a, b)
         # the actor is SB3's own
