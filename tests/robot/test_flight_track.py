@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 import robot.flight.mc as mc
@@ -163,12 +164,21 @@ def test_refit_probe_compares_augmentation_on_a_runs_labels(trained, tmp_path, c
     args = [str(run_dir), "--augment", "0", "1", "--epochs", "2", "--every", "1", "--flights", "2"]
     probe(args)
     out = capsys.readouterr().out
-    assert out.count("epochs=") == 4 and "augment=1 fit_seed=0 epochs=2" in out
+    width = yaml.safe_load((run_dir / "config.yaml").read_text())["fit"]["width"]
+    assert out.count("epochs=") == 4 and f"augment=1 width={width} fit_seed=0 epochs=2" in out
     table = out[out.index("| augment |"):].splitlines()
     assert [line.split("|")[1].strip() for line in table[2:]] == ["0", "1"]
-    assert all(line.split("|")[4].strip() == "1" for line in table[2:])
+    assert all(line.split("|")[2].strip() == str(width) for line in table[2:])
+    assert all(line.split("|")[5].strip() == "1" for line in table[2:])
     probe(args)  # the same fits and flights again: the same numbers
     assert capsys.readouterr().out == out
+    probe([str(run_dir), "--augment", "0", "--widths", "4", "8", "--epochs", "1", "--every", "1", "--flights", "2"])
+    out = capsys.readouterr().out
+    assert "width=4 fit_seed=0" in out and "width=8 fit_seed=0" in out
+    table = out[out.index("| augment |"):].splitlines()
+    assert [line.split("|")[2].strip() for line in table[2:]] == ["4", "8"]
+    with pytest.raises(SystemExit):
+        probe([str(run_dir), "--widths", "0"])
     bare = tmp_path / "bare"
     bare.mkdir()
     shutil.copy(run_dir / "config.yaml", bare / "config.yaml")
