@@ -38,13 +38,14 @@ CURVES = ["reward", "reward/svg/rendered", "reward/svg/colour_iou", "reward/svg/
           "completion_len", "sampled_entropy", "eval/test/mean@1"]
 
 
-def run_job(out: Path, config: str, seed: int, overrides: list[str]) -> Path:
-    """Train (or resume, or reuse) one run and evaluate its final model on every split; its folder."""
+def run_job(out: Path, config: str, seed: int, overrides: list[str], warmup: str = WARMUP) -> Path:
+    """Train (or resume, or reuse) one run and evaluate its final model on every split; its folder. Every
+    config but the `warmup` one starts from that seed's warm-up model."""
     name = f"{config}-seed{seed}"
     run_dir, log = out / name, out / "logs" / f"{name}.log"
     sets = [f"train.seed={seed}", f"data.cache_dir={out / 'data'}", *overrides]
-    if config != WARMUP:
-        sets.append(f"model.path={out / f'{WARMUP}-seed{seed}' / 'final'}")
+    if config != warmup:
+        sets.append(f"model.path={out / f'{warmup}-seed{seed}' / 'final'}")
     start = time.time()
     if not (run_dir / "final").exists():
         train_run("svg", config, run_dir, sets, log)
@@ -68,16 +69,16 @@ def _fmt(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.pstdev(values):.3f}"
 
 
-def tables(out: Path, configs: list[str], seeds: list[int]) -> str:
+def tables(out: Path, configs: list[str], seeds: list[int], warmup: str = WARMUP) -> str:
     """Markdown per split: mean ± std over seeds of each model, the vectorizer and the blank canvas (both from
     the warm-up's eval: they do not depend on the model), then every seed's row."""
     lines = []
     for split in SPLITS:
         rows: dict[str, list[dict[str, float]]] = {}
-        for config in [WARMUP, *configs]:
+        for config in [warmup, *configs]:
             rows[config] = [{k[6:]: v for k, v in run_metrics(out / f"{config}-seed{s}", split).items()
                              if k.startswith("model/")} for s in seeds]
-        base = [run_metrics(out / f"{WARMUP}-seed{s}", split) for s in seeds]
+        base = [run_metrics(out / f"{warmup}-seed{s}", split) for s in seeds]
         for ref in ("vectorizer", "blank"):
             rows[ref] = [{k[len(ref) + 1:]: v for k, v in b.items() if k.startswith(f"{ref}/")} for b in base]
         items = int(base[0].get("model/items", 0))
@@ -87,7 +88,7 @@ def tables(out: Path, configs: list[str], seeds: list[int]) -> str:
             lines.append(f"| {name} | " + " | ".join(_fmt([r.get(c, float("nan")) for r in per_seed])
                                                      for c in COLUMNS) + " |")
         lines += ["", "| | seed | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 2) + "|"]
-        for name in [WARMUP, *configs]:
+        for name in [warmup, *configs]:
             for s, r in zip(seeds, rows[name], strict=True):
                 lines.append(f"| {name} | {s} | " + " | ".join(f"{r.get(c, float('nan')):.3f}" for c in COLUMNS) + " |")
         lines.append("")
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS),
                         help="svg configs trained from each seed's warm-up")
+    parser.add_argument("--warmup", default=WARMUP,
+                        help="the svg config of each seed's warm-up run, which the --configs start from")
     parser.add_argument("--out", type=Path, default=Path("runs/svg-table"))
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at the same time (one per core)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
@@ -108,24 +111,24 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out.resolve()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         def seed_runs(seed: int) -> None:  # a seed's runs start as soon as its warm-up is done
-            pool.submit(run_job, out, WARMUP, seed, args.overrides).result()
-            for future in [pool.submit(run_job, out, c, seed, args.overrides) for c in args.configs]:
+            pool.submit(run_job, out, args.warmup, seed, args.overrides, args.warmup).result()
+            for future in [pool.submit(run_job, out, c, seed, args.overrides, args.warmup) for c in args.configs]:
                 future.result()
 
         with ThreadPoolExecutor(max_workers=len(args.seeds)) as seeds:
             for future in [seeds.submit(seed_runs, s) for s in args.seeds]:
                 future.result()
-    text = tables(out, args.configs, args.seeds)
+    text = tables(out, args.configs, args.seeds, args.warmup)
     (out / "table.md").write_text(text + "\n")
     print(text)
-    print(f"gallery: {gallery(out, args.configs, args.seeds[0])}")
+    print(f"gallery: {gallery(out, args.configs, args.seeds[0], args.warmup)}")
 
 
-def gallery(out: Path, configs: list[str], seed: int) -> Path:
+def gallery(out: Path, configs: list[str], seed: int, warmup: str = WARMUP) -> Path:
     """One seed's warm-up and runs: comparisons and learning curves."""
     from shared.gallery import build_gallery
 
-    runs = [out / f"{c}-seed{seed}" for c in [WARMUP, *configs]]
+    runs = [out / f"{c}-seed{seed}" for c in [warmup, *configs]]
     logged = {k for run in runs for r in read_metrics(run) for k in r}
     return build_gallery(runs, out / "gallery", metrics=[m for m in CURVES if m in logged],
                          title=f"svg results table: warm-up, RLRF and continued SFT from seed {seed}")

@@ -27,3 +27,26 @@ def test_tables_show_each_model_and_both_references(tmp_path):
     assert "| rlrf | 2.500 ± 0.500 |" in text  # mean ± std over the two seeds
     assert "| vectorizer | 101.500 ± 0.500 |" in text and "| blank | 201.500 ± 0.500 |" in text
     assert "| sft_more | 1 | 4.000 |" in text
+
+
+def test_a_named_warmup_is_the_start_of_every_other_run(tmp_path, monkeypatch, capsys):
+    import svg_rlrf.experiment as experiment
+
+    trained: dict[str, list[str]] = {}
+
+    def fake_train(track, config, run_dir, sets, log):  # records the overrides; writes what eval would
+        trained[run_dir.name] = sets
+        (run_dir / "final").mkdir(parents=True)
+        for split in SPLITS:
+            _write_eval(run_dir, split, 1.0)
+
+    monkeypatch.setattr(experiment, "train_run", fake_train)
+    monkeypatch.setattr(experiment, "gallery", lambda *a: tmp_path / "gallery")
+    experiment.main(["--seeds", "0", "--configs", "rlrf", "--warmup", "warmup_long", "--out", str(tmp_path),
+                     "--jobs", "1"])
+    assert sorted(trained) == ["rlrf-seed0", "warmup_long-seed0"]
+    assert not any(s.startswith("model.path=") for s in trained["warmup_long-seed0"])
+    assert f"model.path={tmp_path / 'warmup_long-seed0' / 'final'}" in trained["rlrf-seed0"]
+    table = (tmp_path / "table.md").read_text()
+    assert "| warmup_long | 0 |" in table and "| rlrf | 0 |" in table and "| warmup |" not in table
+    assert "gallery:" in capsys.readouterr().out
