@@ -6,7 +6,8 @@ trained on. One command:
 
 First one slow demonstration lap (``rlab rccar demo``, shared by every run) and the tuned pure-pursuit
 baseline (the fastest constant throttle and lookahead that drives two clean laps) on both circuits. Then
-per seed and config (``fastrlap``: recovery; ``fastrlap_teleport``: teleports) ``rlab train rccar``
+per seed and config (``fastrlap``: recovery; ``fastrlap_teleport``: teleports; ``fastrlap_droq_ens5``: recovery
+with five normalised critics, the default config) ``rlab train rccar``
 from the demonstration, and ``rlab eval`` of the final policy on both circuits (deterministic and
 stochastic, `EVAL_LAPS` laps each). Finished runs are reused and killed ones resumed, so the command
 can be re-run after an interruption. Logs go to ``<out>/logs/``; the table (markdown) to stdout and
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from shared.clikit import run_rlab, train_run
 
-DEFAULT_CONFIGS = ("fastrlap", "fastrlap_teleport")
+DEFAULT_CONFIGS = ("fastrlap", "fastrlap_teleport", "fastrlap_droq_ens5")
 EVAL_LAPS = 3
 
 
@@ -129,8 +130,9 @@ def tables(rows: dict[str, dict[int, dict[str, float]]], tracks: list[str]) -> s
     return "\n".join(lines)
 
 
-def curves(out: Path, runs: dict[str, Path], base: dict, demo_lap: float, track: str) -> Path:
-    """Best deterministic evaluation lap against practice time, one line per run."""
+def curves(out: Path, runs: dict[str, Path], base: dict, demo_lap: float, track: str,
+           groups: dict[str, str] | None = None) -> Path:
+    """Best deterministic evaluation lap against practice time, one line per run (one colour per group)."""
     from robot.rccar.media import lap_curve_plot
 
     series = {}
@@ -138,7 +140,8 @@ def curves(out: Path, runs: dict[str, Path], base: dict, demo_lap: float, track:
         evals = json.loads((run_dir / "summary.json").read_text())["evals"]
         series[name] = [(e["practice_min"], e["det"]["best_lap_s"]) for e in evals if e["det"]["best_lap_s"]]
     return lap_curve_plot([], out / "lap_times.png", demo_lap_s=demo_lap, baseline_lap_s=base[track]["best_lap_s"],
-                          series=series, title=f"{track}: deterministic evaluation lap vs simulated practice")
+                          series=series, title=f"{track}: deterministic evaluation lap vs simulated practice",
+                          groups=groups)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -174,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     demo_lap = json.loads((out / "demo" / "demo.json").read_text())["lap_time_s"]
     plot = curves(out, {f"{c} s{s}": out / f"{c}-seed{s}" for c in args.configs for s in args.seeds}, base,
-                  demo_lap, tracks[0])
+                  demo_lap, tracks[0], groups={f"{c} s{s}": c for c in args.configs for s in args.seeds})
     print(f"lap times: {plot}")
 
 

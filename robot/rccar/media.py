@@ -104,29 +104,55 @@ def trajectory_plot(track: RaceTrack, xy: np.ndarray, speed: np.ndarray, out: Pa
 # ------------------------------------------------------------------------------------ lap curve
 
 
+SEED_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def series_styles(names: list[str], groups: dict[str, str] | None = None) -> dict[str, tuple[str, str, str | None]]:
+    """(colour, line style, legend label or None) per series name. Without `groups` every series has its own
+    colour and label; with them (series name -> group, e.g. a config whose seeds are the series) a group shares
+    one colour, its series take successive line styles, and only the group's first series is labelled, with
+    the group's name and its series count."""
+    if not groups:
+        return {name: (f"C{i + 1}", "-", name) for i, name in enumerate(names)}
+    order = list(dict.fromkeys(groups.get(n, n) for n in names))
+    sizes = {g: sum(groups.get(n, n) == g for n in names) for g in order}
+    styles, seen = {}, {}
+    for name in names:
+        g = groups.get(name, name)
+        k = seen.get(g, 0)
+        seen[g] = k + 1
+        label = (g if sizes[g] == 1 else f"{g} ({sizes[g]} runs)") if k == 0 else None
+        styles[name] = (f"C{order.index(g) + 1}", SEED_LINESTYLES[k % len(SEED_LINESTYLES)], label)
+    return styles
+
+
 def lap_curve_plot(points: list[tuple[float, float]], out: Path, demo_lap_s: float | None = None,
                    baseline_lap_s: float | None = None,
-                   series: dict[str, list[tuple[float, float]]] | None = None, title: str = "") -> Path:
+                   series: dict[str, list[tuple[float, float]]] | None = None, title: str = "",
+                   groups: dict[str, str] | None = None) -> Path:
     """Lap time (s) against simulated practice time (minutes).
 
     `points` are (practice minutes, lap seconds) of the practice laps, drawn as markers; each entry of
-    `series` (e.g. "eval (deterministic)") as a line with markers; `demo_lap_s` and `baseline_lap_s`
-    as horizontal dashed lines. With no laps at all the plot says "no lap completed yet".
-    Writes a PNG to `out` and returns it.
+    `series` (e.g. "eval (deterministic)") as a line with markers, coloured per group where `groups` maps
+    series to groups (`series_styles`); `demo_lap_s` and `baseline_lap_s` as horizontal dashed lines. With
+    no laps at all the plot says "no lap completed yet". Writes a PNG to `out` and returns it.
     """
-    fig = new_figure((6.0, 3.6))
+    fig = new_figure((7.2, 3.6) if groups else (6.0, 3.6))
     ax = fig.add_subplot()
+    styles = series_styles(list(series or {}), groups)
     drawn = False
     if points:
         arr = np.asarray(points, dtype=float).reshape(-1, 2)
         ax.plot(arr[:, 0], arr[:, 1], linestyle="none", marker="o", markersize=4, alpha=0.7,
                 color="tab:blue", label="practice laps")
         drawn = True
-    for i, (name, pts) in enumerate((series or {}).items()):
+    for name, pts in (series or {}).items():
         if not pts:
             continue
         arr = np.asarray(pts, dtype=float).reshape(-1, 2)
-        ax.plot(arr[:, 0], arr[:, 1], marker="s", markersize=4, linewidth=1.4, color=f"C{i + 1}", label=name)
+        colour, linestyle, label = styles[name]
+        ax.plot(arr[:, 0], arr[:, 1], marker="s", markersize=3 if groups else 4, linewidth=1.2 if groups else 1.4,
+                color=colour, linestyle=linestyle, label=label)
         drawn = True
     if demo_lap_s is not None:
         ax.axhline(demo_lap_s, linestyle="--", linewidth=1.2, color="tab:gray",
@@ -143,8 +169,11 @@ def lap_curve_plot(points: list[tuple[float, float]], out: Path, demo_lap_s: flo
     ax.grid(alpha=0.3)
     ax.set_title(title or "lap time during practice", fontsize=10)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, frameon=False)
-    return save_png(fig, out)
+        if groups:  # many lines: the legend goes beside the axes, not over them
+            ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        else:
+            ax.legend(fontsize=7, frameon=False)
+    return save_png(fig, out, tight=bool(groups))
 
 
 # ---------------------------------------------------------------------------------------- video

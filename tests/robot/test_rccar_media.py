@@ -66,6 +66,21 @@ def test_lap_curve_plot_with_and_without_laps(tmp_path):
         assert out.exists() and out.stat().st_size > 0
         assert _image(out).shape[2] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curve.png", "empty.png"]
+    grouped = lap_curve_plot([], tmp_path / "grouped.png", series={"a s0": [(1.0, 30.0)], "a s1": [(1.0, 31.0)],
+                             "b s0": [(1.0, 29.0)]}, groups={"a s0": "a", "a s1": "a", "b s0": "b"})
+    assert grouped.stat().st_size > 0
+
+
+def test_series_styles_colour_by_group_and_label_each_group_once():
+    from robot.rccar.media import series_styles
+
+    names = ["droq s0", "droq s1", "droq s2", "ens5 s0", "ens5 s1"]
+    styles = series_styles(names, {n: n.split()[0] for n in names})
+    assert {styles[n][0] for n in names[:3]} == {"C1"} and {styles[n][0] for n in names[3:]} == {"C2"}
+    assert [styles[n][1] for n in names] == ["-", "--", ":", "-", "--"]
+    assert [styles[n][2] for n in names] == ["droq (3 runs)", None, None, "ens5 (2 runs)", None]
+    alone = series_styles(["x", "y"])
+    assert alone == {"x": ("C1", "-", "x"), "y": ("C2", "-", "y")}
 
 
 def test_lap_video_writes_one_frame_per_step(drive_with_video):

@@ -352,12 +352,14 @@ def test_bundled_configs_load():
                                                                              "default")}
     assert {n: (c.name, c.env.reset_mode) for n, c in got.items()} == {
         "fastrlap": ("fastrlap", "recover"), "fastrlap_teleport": ("fastrlap-teleport", "teleport"),
-        "default": ("fastrlap", "recover")}
+        "default": ("fastrlap-droq-ens5", "recover")}
     assert _cfg().sac.net_arch == [32, 32] and _cfg().env.track == "generated:1"
     variants = {p.stem: load_config(RCCarConfig, p.stem, [], CONFIGS_DIR) for p in CONFIGS_DIR.glob("*.yaml")}
     assert variants["fastrlap_utd4"].sac.utd == 4 and variants["fastrlap_dr"].env.randomize
     assert variants["fastrlap_droq"].sac.critic_layer_norm and not variants["fastrlap_utd4"].sac.critic_layer_norm
-    assert len({c.name for c in variants.values()}) == len(variants) - 1  # default is fastrlap itself
+    ens5 = variants["fastrlap_droq_ens5"]
+    assert ens5.sac.n_critics == 5 and ens5.sac.critic_layer_norm and ens5.sac.utd == 4
+    assert len({c.name for c in variants.values()}) == len(variants) - 1  # default is fastrlap_droq_ens5 itself
 
 
 @pytest.mark.parametrize("override", ["practice.eval_every_min=0", "practice.checkpoint_every_min=0",
