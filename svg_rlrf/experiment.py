@@ -3,13 +3,13 @@ vs the blank canvas, on held-out generated shapes and on Font Awesome icons. One
 
     OMP_NUM_THREADS=1 python -m svg_rlrf.experiment --seeds 0 1 2 --out runs/svg-table --jobs 2
 
-Per seed: ``rlab train svg --config warmup``, then ``--config rlrf`` and ``--config sft_more`` with
-``--set model.path=<warm-up>/final``, all on the same generated dataset (``data.cache_dir=<out>/data``);
-then ``rlab eval`` of every final model on ``test`` (held-out shapes) and ``icons`` (greedy). Each eval
-also scores the vectorizer and the blank canvas on the same items. Finished runs are reused and killed
-ones resumed; each job's output goes to ``<out>/logs/``; the tables (markdown) go to stdout and
-``<out>/table.md``; a gallery of the first seed's RLRF run (target | warm-up | RLRF | vectorizer) and the
-learning curves to ``<out>/gallery``.
+Per seed: ``rlab train svg --config warmup_long`` (``--warmup`` picks another warm-up config), then
+``--config rlrf`` and ``--config sft_more`` with ``--set model.path=<warm-up>/final``, all on the same
+generated dataset (``data.cache_dir=<out>/data``); then ``rlab eval`` of every final model on ``test``
+(held-out shapes) and ``icons`` (greedy). Each eval also scores the vectorizer and the blank canvas on the
+same items. Finished runs are reused and killed ones resumed; each job's output goes to ``<out>/logs/``;
+the tables (markdown) go to stdout and ``<out>/table.md``; a gallery of the first seed's RLRF run
+(target | warm-up | RLRF | vectorizer) and the learning curves to ``<out>/gallery``.
 
 Columns per split: MSE and SSIM (lower / higher is better), edge L2, render success, tokens per output and
 the reference's, and the hedging checks against the targets: area drawn / target's, colour accuracy,
@@ -29,7 +29,7 @@ from pathlib import Path
 from shared.clikit import run_rlab, train_run
 from shared.tracking import read_metrics
 
-WARMUP = "warmup"
+WARMUP = "warmup_long"  # the default warm-up config (4500 SFT steps); --warmup warmup for the 1500-step one
 DEFAULT_CONFIGS = ("rlrf", "sft_more")
 SPLITS = ("test", "icons")
 COLUMNS = ("mse", "ssim", "edge_l2", "render_success", "tokens", "ref_tokens", "area_ratio", "colour_accuracy",
