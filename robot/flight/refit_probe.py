@@ -6,15 +6,15 @@
 Monte Carlo labels are the expensive part of training (minutes per round); a fitting choice (here the
 photometric augmentation strength `fit.augment`, or the network width `fit.width`) can be judged on a
 finished run's labels alone. For each run, augmentation strength, width (by default the run's own) and fit
-seed, a fresh network is fitted on all the run's
-labels (its last checkpoint) for `--epochs`, and every `--every` epochs it flies `--flights` validation
-worlds and as many held-out-texture worlds (seeds 0..flights-1 of each split, the same for every fit).
+seed, a fresh network is fitted on all the run's labels (its last checkpoint) for `--epochs`, and every
+`--every` epochs it flies `--flights` validation worlds and as many held-out-texture worlds (seeds
+0..flights-1 of each split, the same for every fit).
 The labels were collected by the run's own policy, so this isolates fitting from collection: it is a
 probe, not the results table (``python -m robot.flight.experiment``).
 
-Prints one line per evaluation, then a table: per strength and width, the mean distance over the evaluations from the
-second on (the first comes after a few epochs from scratch; with one evaluation, that one) and over runs and
-fit seeds.
+Prints one line per evaluation, then a table: per strength and width, the mean distance over the
+evaluations from the second on (the first comes after a few epochs from scratch; with one evaluation, that
+one) and over runs and fit seeds.
 """
 
 from __future__ import annotations
