@@ -176,8 +176,9 @@ def main(argv: list[str] | None = None) -> None:
     (out / "baselines.json").write_text(json.dumps(base, indent=1) + "\n")
     print(text)
     demo_lap = json.loads((out / "demo" / "demo.json").read_text())["lap_time_s"]
-    plot = curves(out, {f"{c} s{s}": out / f"{c}-seed{s}" for c in args.configs for s in args.seeds}, base,
-                  demo_lap, tracks[0], groups={f"{c} s{s}": c for c in args.configs for s in args.seeds})
+    runs = {(c, s): f"{c} s{s}" for c in args.configs for s in args.seeds}
+    plot = curves(out, {name: out / f"{c}-seed{s}" for (c, s), name in runs.items()}, base, demo_lap, tracks[0],
+                  groups={name: c for (c, _), name in runs.items()})
     print(f"lap times: {plot}")
 
 

@@ -12,6 +12,7 @@ state, no display needed), saved to a temporary name and renamed, so a crash nev
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,15 +115,15 @@ def series_styles(names: list[str], groups: dict[str, str] | None = None) -> dic
     the group's name and its series count."""
     if not groups:
         return {name: (f"C{i + 1}", "-", name) for i, name in enumerate(names)}
-    order = list(dict.fromkeys(groups.get(n, n) for n in names))
-    sizes = {g: sum(groups.get(n, n) == g for n in names) for g in order}
-    styles, seen = {}, {}
+    sizes = Counter(groups.get(n, n) for n in names)  # first-seen order: the group's colour index
+    colour = {g: f"C{i + 1}" for i, g in enumerate(sizes)}
+    styles, seen = {}, Counter()
     for name in names:
         g = groups.get(name, name)
-        k = seen.get(g, 0)
-        seen[g] = k + 1
+        k = seen[g]
+        seen[g] += 1
         label = (g if sizes[g] == 1 else f"{g} ({sizes[g]} runs)") if k == 0 else None
-        styles[name] = (f"C{order.index(g) + 1}", SEED_LINESTYLES[k % len(SEED_LINESTYLES)], label)
+        styles[name] = (colour[g], SEED_LINESTYLES[k % len(SEED_LINESTYLES)], label)
     return styles
 
 
