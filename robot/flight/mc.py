@@ -101,8 +101,28 @@ def follow_heuristic(safe_m: float = 2.0) -> Callable[[Any, list], list[int]]:
     return act
 
 
-def label_roots(env: Any, roots: list, horizon: int, follow: Callable[[Any, list], list[int]] | None) -> np.ndarray:
-    """(len(roots), K*K) Monte Carlo labels of every action at every root (all in `env`'s current world)."""
+def label_roots(env: Any, roots: list, horizon: int, follow: Callable[[Any, list], list[int]] | None,
+                margin_m: float = 0.0, margin_mix: float = 0.5) -> np.ndarray:
+    """(len(roots), K*K) Monte Carlo labels of every action at every root (all in `env`'s current world).
+
+    `margin_m` > 0 blends in a cautious label: the same branches flown by a body `margin_m` wider (every
+    collision test and every ray of the follow-up), weighted `margin_mix`. A move that passes a wall with a
+    hand's breadth to spare then scores below one that keeps its distance, so a learned policy, whose
+    values are never exact, turns before the last possible step. The plain label keeps the ranking at roots
+    already within the margin of something, where every cautious branch fails at once."""
+    plain = _label_roots(env, roots, horizon, follow)
+    if margin_m <= 0 or margin_mix <= 0:
+        return plain
+    radius = env.radius
+    env.radius = radius + margin_m
+    try:
+        cautious = _label_roots(env, roots, horizon, follow)
+    finally:
+        env.radius = radius
+    return ((1.0 - margin_mix) * plain + margin_mix * cautious).astype(np.float32)
+
+
+def _label_roots(env: Any, roots: list, horizon: int, follow: Callable[[Any, list], list[int]] | None) -> np.ndarray:
     n_actions = env.k * env.k
     labels = np.zeros((len(roots), n_actions), np.float32)
     live: list[tuple[int, int, Any]] = []  # (root index, action, state)
@@ -135,11 +155,13 @@ def label_roots(env: Any, roots: list, horizon: int, follow: Callable[[Any, list
 
 def collect(env: Any, net: ValueNet | None, n_roots: int, rng: np.random.Generator, *, horizon: int, stride: int,
             epsilon: float, tie_tol: float, follow: Callable[[Any, list], list[int]] | None, max_steps: int = 400,
-            progress: Callable[[int], None] | None = None) -> tuple[Batch, dict[str, float]]:
+            progress: Callable[[int], None] | None = None, margin_m: float = 0.0,
+            margin_mix: float = 0.5) -> tuple[Batch, dict[str, float]]:
     """Fly episodes in new training worlds until `n_roots` labelled roots; (batch, stats).
 
     `net` steers the flights (None: straight, with random turns at rate `epsilon`); `follow` is the batched
-    policy the branches follow after their first step (`follow_policy`, `follow_heuristic`; None: straight).
+    policy the branches follow after their first step (`follow_policy`, `follow_heuristic`; None: straight);
+    `margin_m` and `margin_mix` as in `label_roots`.
     """
     obs_list, label_list, depth_list = [], [], []
     flown, episodes, t0, have = [], 0, time.time(), 0
@@ -165,7 +187,7 @@ def collect(env: Any, net: ValueNet | None, n_roots: int, rng: np.random.Generat
         episodes += 1
         roots, images, depths = roots[:n_roots - have], images[:n_roots - have], depths[:n_roots - have]
         have += len(roots)
-        label_list.append(label_roots(env, roots, horizon, follow))
+        label_list.append(label_roots(env, roots, horizon, follow, margin_m, margin_mix))
         obs_list.append(np.stack(images))
         depth_list.append(np.stack(depths))
         if progress is not None:

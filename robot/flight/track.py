@@ -114,6 +114,11 @@ class MCConfig:
     """What a branch flies after its first step: the current policy (CAD2RL; the first round flies straight),
     or the privileged depth heuristic's rule on ray tests, a teacher whose values the network learns at the
     states its own flights visit (AggreVaTe; cheap: ray tests render nothing)."""
+    margin_m: float = 0.0
+    """Blend a cautious label into each label: the same branches for a body this much wider (`mc.label_roots`),
+    so moves that keep their distance from walls score above moves that scrape past. 0: plain labels."""
+    margin_mix: float = 0.5
+    """Weight of the cautious label when `margin_m` > 0."""
 
     def __post_init__(self) -> None:
         require(self.iterations >= 0, "mc.iterations", "must be >= 0")
@@ -121,6 +126,8 @@ class MCConfig:
         require(self.horizon >= 1, "mc.horizon", "must be >= 1")
         require(self.stride >= 1, "mc.stride", "must be >= 1")
         require(0 <= self.epsilon <= 1 and 0 <= self.epsilon_first <= 1, "mc.epsilon", "must be in [0, 1]")
+        require(0 <= self.margin_m <= 2, "mc.margin_m", "must be in [0, 2] metres")
+        require(0 <= self.margin_mix <= 1, "mc.margin_mix", "must be in [0, 1]")
 
 
 @dataclass
@@ -273,7 +280,8 @@ def train(cfg: FlightConfig, run: Any, resuming: bool) -> None:
             bar = _progress(n_roots, f"round {r} ({kind} branches)")
             batch, stats = collect(env, None if first else net, n_roots, rng, horizon=cfg.mc.horizon,
                                    stride=cfg.mc.stride, epsilon=cfg.mc.epsilon_first if first else cfg.mc.epsilon,
-                                   tie_tol=cfg.mc.tie_tol, follow=follow, progress=bar.update)
+                                   tie_tol=cfg.mc.tie_tol, follow=follow, progress=bar.update,
+                                   margin_m=cfg.mc.margin_m, margin_mix=cfg.mc.margin_mix)
             bar.close()
             data = data.extend(batch)
             t0 = time.time()

@@ -67,6 +67,18 @@ def test_a_heuristic_follow_up_labels_straight_as_the_teacher_would_fly_it(pilla
     assert (taught >= plain).all(), "the teacher never flies a branch shorter than flying straight here"
 
 
+def test_cautious_labels_fly_a_wider_body_and_blend_in(pillar) -> None:
+    root = pillar.snapshot()
+    plain = label_roots(pillar, [root], horizon=12, follow=None)[0]
+    cautious = label_roots(pillar, [root], horizon=12, follow=None, margin_m=0.4, margin_mix=1.0)[0]
+    assert pillar.radius == pytest.approx(0.2), "the body radius is restored after the cautious branches"
+    # Straight into the pillar: the wider body hits it a step earlier; the turns still clear it.
+    assert cautious[4] < plain[4] and cautious[3] == 1.0 and (cautious <= plain).all()
+    mixed = label_roots(pillar, [root], horizon=12, follow=None, margin_m=0.4, margin_mix=0.25)[0]
+    assert np.allclose(mixed, 0.75 * plain + 0.25 * cautious)
+    assert np.array_equal(label_roots(pillar, [root], horizon=12, follow=None, margin_m=0.0, margin_mix=1.0)[0], plain)
+
+
 def test_a_straight_follow_lookahead_acts_on_exact_first_round_labels(pillar) -> None:
     root = pillar.snapshot()
     labels = label_roots(pillar, [root], horizon=12, follow=None)[0]
@@ -80,10 +92,13 @@ def test_a_straight_follow_lookahead_acts_on_exact_first_round_labels(pillar) ->
 def test_label_ceiling_command(capsys) -> None:
     from robot.flight.label_ceiling import main
 
-    main(["--horizons", "3", "--flights", "1"])
+    main(["--horizons", "3", "--flights", "1", "--margins", "0", "0.3", "--noise", "0", "0.2"])
     out = capsys.readouterr().out
-    assert "follow straight, horizon 3:" in out and "follow heuristic, horizon 3:" in out
-    assert out.count("\n| straight | 3 |") == 1 and out.count("\n| heuristic | 3 |") == 1
+    assert "follow straight, horizon 3, margin 0 m, noise 0:" in out
+    assert "follow heuristic, horizon 3, margin 0.3 m, noise 0.2:" in out
+    assert out.count("\n| straight | 3 |") == 4 and out.count("\n| heuristic | 3 |") == 4
+    with pytest.raises(SystemExit):
+        main(["--noise", "-1"])
 
 
 def test_baselines_on_the_pillar(pillar) -> None:
