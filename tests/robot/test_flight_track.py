@@ -150,11 +150,25 @@ def test_a_start_inside_the_mesh_is_refused(trained, tmp_path) -> None:
     ("env.image_size=40", "env.image_size"), ("env.grid=0", "env.grid"), ("mc.horizon=0", "mc.horizon"),
     ("env.corridor_m=[3,2]", "env.corridor_m"), ("eval.baselines=[teleport]", "eval.baselines"),
     ("env.renderer=opengl", "env.renderer"), ("fit.augment=2", "fit.augment"), ("fit.aux_depth=-1", "fit.aux_depth"),
-    ("mc.follow=expert", "mc.follow"),
+    ("mc.follow=expert", "mc.follow"), ("mc.margin_m=-0.1", "mc.margin_m"), ("mc.margin_mix=1.5", "mc.margin_mix"),
 ])
 def test_config_errors_name_the_key(override, key) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         _cfg(override)
+
+
+def test_choice_probe_flies_a_runs_network_with_each_tolerance(trained, capsys) -> None:
+    from robot.flight.choice_probe import main as probe
+
+    run_dir, _ = trained
+    probe([str(run_dir), "--tie-tols", "0", "0.5", "--flights", "2"])
+    out = capsys.readouterr().out
+    assert f"{run_dir.name} tie_tol=0:" in out and f"{run_dir.name} tie_tol=0.5:" in out
+    table = out[out.index("| tie_tol |"):].splitlines()
+    assert [line.split("|")[1].strip() for line in table[2:]] == ["0", "0.5"]
+    assert all(line.split("|")[4].strip() == "1" for line in table[2:])
+    with pytest.raises(SystemExit):
+        probe([str(run_dir), "--tie-tols", "-1"])
 
 
 def test_refit_probe_compares_augmentation_on_a_runs_labels(trained, tmp_path, capsys) -> None:
