@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from robot.flight.model import centre_order, choose_action
+from robot.flight.model import centre_order, choose_action, mirror_actions
 
 Controller = Callable[[Any, np.ndarray], tuple[int, np.ndarray | None]]
 BASELINES = ("straight", "random", "depth", "depth_farthest", "oracle")
@@ -152,9 +152,17 @@ def oracle_controller(horizon: int = 30, safe_m: float = 2.0, follow: str = "heu
     return act
 
 
-def policy_controller(net: Any, tie_tol: float = 0.02) -> Controller:
+def policy_controller(net: Any, tie_tol: float = 0.02, mirror: bool = False) -> Controller:
+    """The value network's map through `choose_action`. `mirror` averages the map with the mirrored map of the
+    left-right flipped image (test-time augmentation; the network trains on mirrored images too)."""
+    flip = mirror_actions(net.k)
+
     def act(env: Any, obs: np.ndarray) -> tuple[int, np.ndarray]:
-        values = net.values(obs[None])[0]
+        if mirror:
+            both = net.values(np.stack([obs, obs[:, ::-1]]))
+            values = 0.5 * (both[0] + both[1][flip])
+        else:
+            values = net.values(obs[None])[0]
         return choose_action(values, env.k, tie_tol), values
 
     return act

@@ -29,6 +29,23 @@ def test_ties_go_to_the_cell_nearest_straight() -> None:
     assert choose_action([1.0, 0, 0, 0, 0, 0, 0, 0, 0], 3) == 0
 
 
+def test_a_mirrored_policy_averages_the_map_of_the_flipped_image(pillar) -> None:
+    from robot.flight.controllers import policy_controller
+
+    torch.manual_seed(0)
+    net = ValueNet(3, 32, width=4)
+    obs = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    plain = net.values(obs[None])[0]
+    flipped = net.values(obs[None, :, ::-1])[0][mirror_actions(3)]
+    _, values = policy_controller(net, mirror=True)(pillar, obs)
+    assert np.allclose(values, 0.5 * (plain + flipped), atol=1e-6)
+    _, values = policy_controller(net)(pillar, obs)
+    assert np.allclose(values, plain)
+    symmetric = np.concatenate([obs[:, :16], obs[:, :16][:, ::-1]], axis=1)
+    _, values = policy_controller(net, mirror=True)(pillar, symmetric)
+    assert np.allclose(values, values[mirror_actions(3)], atol=1e-6), "a symmetric image gets a symmetric map"
+
+
 def test_mirror_swaps_left_and_right_columns() -> None:
     m = mirror_actions(3)
     assert m.tolist() == [2, 1, 0, 5, 4, 3, 8, 7, 6]

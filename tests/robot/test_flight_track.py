@@ -161,12 +161,12 @@ def test_choice_probe_flies_a_runs_network_with_each_tolerance(trained, capsys) 
     from robot.flight.choice_probe import main as probe
 
     run_dir, _ = trained
-    probe([str(run_dir), "--tie-tols", "0", "0.5", "--flights", "2"])
+    probe([str(run_dir), "--tie-tols", "0", "0.5", "--mirror", "0", "1", "--flights", "2"])
     out = capsys.readouterr().out
-    assert f"{run_dir.name} tie_tol=0:" in out and f"{run_dir.name} tie_tol=0.5:" in out
-    table = out[out.index("| tie_tol |"):].splitlines()
-    assert [line.split("|")[1].strip() for line in table[2:]] == ["0", "0.5"]
-    assert all(line.split("|")[4].strip() == "1" for line in table[2:])
+    assert f"{run_dir.name} tie_tol=0 mirror=0:" in out and f"{run_dir.name} tie_tol=0.5 mirror=1:" in out
+    table = out[out.index("| mirror |"):].splitlines()
+    assert [line.split("|")[2].strip() for line in table[2:]] == ["0", "0.5", "0", "0.5"]
+    assert all(line.split("|")[5].strip() == "1" for line in table[2:])
     with pytest.raises(SystemExit):
         probe([str(run_dir), "--tie-tols", "-1"])
 
