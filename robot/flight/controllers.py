@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from robot.flight.model import centre_order, choose_action, mirror_actions
+from robot.flight.model import centre_order, choose_action, mirror_actions, stack_frames
 
 Controller = Callable[[Any, np.ndarray], tuple[int, np.ndarray | None]]
 BASELINES = ("straight", "random", "depth", "depth_farthest", "oracle")
@@ -154,10 +154,18 @@ def oracle_controller(horizon: int = 30, safe_m: float = 2.0, follow: str = "heu
 
 def policy_controller(net: Any, tie_tol: float = 0.02, mirror: bool = False) -> Controller:
     """The value network's map through `choose_action`. `mirror` averages the map with the mirrored map of the
-    left-right flipped image (test-time augmentation; the network trains on mirrored images too)."""
+    left-right flipped image (test-time augmentation; the network trains on mirrored images too). A two-frame
+    network gets the previous camera image with the current one (`stack_frames`); the controller keeps it,
+    and forgets it when a flight starts (the environment's step count is 0)."""
     flip = mirror_actions(net.k)
+    frames = getattr(net, "frames", 1)
+    last: list[np.ndarray | None] = [None]
 
     def act(env: Any, obs: np.ndarray) -> tuple[int, np.ndarray]:
+        if frames > 1:
+            previous = None if env.state is None or env.state.steps == 0 else last[0]
+            last[0] = obs
+            obs = stack_frames(previous, obs, frames)
         if mirror:
             both = net.values(np.stack([obs, obs[:, ::-1]]))
             values = 0.5 * (both[0] + both[1][flip])

@@ -33,13 +33,13 @@ from typing import Any
 import numpy as np
 
 from robot.flight.controllers import ray_heuristic
-from robot.flight.model import DEPTH_SIDE, ValueNet, choose_action, coarse_depth, mirror_actions
+from robot.flight.model import DEPTH_SIDE, ValueNet, choose_action, coarse_depth, mirror_actions, stack_frames
 
 
 @dataclass
 class Batch:
     obs: np.ndarray
-    """(N, H, W, 3) uint8 root images."""
+    """(N, H, W, 3 * frames) uint8 root images (with 2 frames, the previous image and the root's, stacked)."""
     labels: np.ndarray
     """(N, K*K) float32 fraction of the horizon each action survived."""
     depth: np.ndarray | None = None
@@ -47,8 +47,8 @@ class Batch:
     auxiliary target; None for labels collected before it was kept."""
 
     @staticmethod
-    def empty(image_size: int, n_actions: int) -> Batch:
-        return Batch(np.zeros((0, image_size, image_size, 3), np.uint8), np.zeros((0, n_actions), np.float32),
+    def empty(image_size: int, n_actions: int, frames: int = 1) -> Batch:
+        return Batch(np.zeros((0, image_size, image_size, 3 * frames), np.uint8), np.zeros((0, n_actions), np.float32),
                      np.zeros((0, DEPTH_SIDE, DEPTH_SIDE), np.float32))
 
     def __len__(self) -> int:
@@ -156,30 +156,33 @@ def _label_roots(env: Any, roots: list, horizon: int, follow: Callable[[Any, lis
 def collect(env: Any, net: ValueNet | None, n_roots: int, rng: np.random.Generator, *, horizon: int, stride: int,
             epsilon: float, tie_tol: float, follow: Callable[[Any, list], list[int]] | None, max_steps: int = 400,
             progress: Callable[[int], None] | None = None, margin_m: float = 0.0,
-            margin_mix: float = 0.5) -> tuple[Batch, dict[str, float]]:
+            margin_mix: float = 0.5, frames: int = 1) -> tuple[Batch, dict[str, float]]:
     """Fly episodes in new training worlds until `n_roots` labelled roots; (batch, stats).
 
     `net` steers the flights (None: straight, with random turns at rate `epsilon`); `follow` is the batched
     policy the branches follow after their first step (`follow_policy`, `follow_heuristic`; None: straight);
-    `margin_m` and `margin_mix` as in `label_roots`.
+    `margin_m` and `margin_mix` as in `label_roots`. `frames=2` keeps each root's previous camera image with
+    it (`stack_frames`), for a two-frame network; branches must then not follow a policy that reads images.
     """
     obs_list, label_list, depth_list = [], [], []
     flown, episodes, t0, have = [], 0, time.time(), 0
     n_actions = env.k * env.k
     while have < n_roots:
         obs, _ = env.reset(seed=int(rng.integers(2**31)))
-        roots, images, depths = [], [], []
+        roots, images, depths, previous = [], [], [], None
         for t in range(max_steps):
+            seen = stack_frames(previous, obs, frames)
             if t % stride == 0:
                 roots.append(env.snapshot())
-                images.append(obs)
+                images.append(seen)
                 depths.append(coarse_depth(env.depth))
             if rng.random() < epsilon:
                 action = int(rng.integers(n_actions))
             elif net is None:
                 action = env.straight_action
             else:
-                action = choose_action(net.values(obs[None])[0], env.k, tie_tol)
+                action = choose_action(net.values(seen[None])[0], env.k, tie_tol)
+            previous = obs
             obs, _, terminated, truncated, info = env.step(action)
             if terminated or truncated:
                 break
@@ -201,14 +204,18 @@ def collect(env: Any, net: ValueNet | None, n_roots: int, rng: np.random.Generat
 
 
 def photometric(images: Any, generator: Any, strength: float) -> Any:
-    """Random photometric changes of a (B, H, W, 3) image batch (a float tensor in [0, 255] back): per image a
-    brightness gain and offset, a contrast change about its mean, a random permutation of the colour channels
-    and, at rate strength/2, grey. Geometry is untouched, so the label map stays valid. `strength` in (0, 1]
-    scales the ranges (1: gain 0.5-1.5, offset +-40, contrast 0.5-1.5)."""
+    """Random photometric changes of a (B, H, W, 3 * frames) image batch (a float tensor in [0, 255] back): per
+    image a brightness gain and offset, a contrast change about its mean, a random permutation of the colour
+    channels and, at rate strength/2, grey, the same for every frame of a stacked image. Geometry is untouched,
+    so the label map stays valid. `strength` in (0, 1] scales the ranges (1: gain 0.5-1.5, offset +-40,
+    contrast 0.5-1.5)."""
     import torch
 
     x = images.float()
-    b = x.shape[0]
+    b, h, w, c = x.shape
+    if c > 3:  # stacked frames: one (H, W*frames, 3) image each, so every frame gets the same change
+        x = x.view(b, h, w, c // 3, 3).reshape(b, h, w * (c // 3), 3)
+        return photometric(x, generator, strength).view(b, h, w, c // 3, 3).reshape(b, h, w, c)
 
     def uniform(lo: float, hi: float) -> Any:
         return lo + (hi - lo) * torch.rand(b, 1, 1, 1, generator=generator)

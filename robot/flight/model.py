@@ -16,22 +16,26 @@ from torch import nn
 
 
 class ValueNet(nn.Module):
-    """image (B, H, W, 3) uint8 -> values (B, K*K) in [0, 1] (logits from `forward`, probabilities from
-    `values`). Four stride-2 convolutions, then two linear layers (the map needs where things are in the
-    image, so the features are flattened, not pooled).
+    """image (B, H, W, 3 * frames) uint8 -> values (B, K*K) in [0, 1] (logits from `forward`, probabilities from
+    `values`). With `frames=2` the input is the previous camera image and the current one stacked on the
+    channel axis (`stack_frames`). Four stride-2 convolutions, then two linear layers (the map needs where
+    things are in the image, so the features are flattened, not pooled).
 
     `aux_depth` adds a second head on the hidden layer that predicts the coarse log-depth map of the image
     (`DEPTH_SIDE` x `DEPTH_SIDE`, see `coarse_depth`): an auxiliary training target from the simulator's
     depth buffer that shapes the features towards geometry. The policy never reads it."""
 
-    def __init__(self, k: int = 3, image_size: int = 64, width: int = 32, aux_depth: bool = False) -> None:
+    def __init__(self, k: int = 3, image_size: int = 64, width: int = 32, aux_depth: bool = False,
+                 frames: int = 1) -> None:
         super().__init__()
         if image_size % 16:
             raise ValueError(f"ValueNet needs an image size divisible by 16, got {image_size}")
-        self.k, self.image_size = k, image_size
+        if frames not in (1, 2):
+            raise ValueError(f"ValueNet reads 1 or 2 camera frames, got {frames}")
+        self.k, self.image_size, self.frames = k, image_size, frames
         w = width
         self.features = nn.Sequential(
-            nn.Conv2d(3, w, 5, stride=2, padding=2), nn.ReLU(),
+            nn.Conv2d(3 * frames, w, 5, stride=2, padding=2), nn.ReLU(),
             nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), nn.ReLU(),
@@ -107,4 +111,13 @@ def mirror_actions(k: int) -> np.ndarray:
 
 def net_config(net: ValueNet) -> dict[str, Any]:
     return {"k": net.k, "image_size": net.image_size, "width": net.features[0].out_channels,
-            "aux_depth": net.depth_head is not None}
+            "aux_depth": net.depth_head is not None, "frames": net.frames}
+
+
+def stack_frames(previous: np.ndarray | None, current: np.ndarray, frames: int) -> np.ndarray:
+    """What a `frames`-frame network reads: the current (H, W, 3) image, or with 2 frames the previous one and
+    the current one stacked to (H, W, 6). The first image of a flight has no predecessor and is paired with
+    itself (no motion seen yet)."""
+    if frames == 1:
+        return current
+    return np.concatenate([current if previous is None else previous, current], axis=-1)

@@ -44,7 +44,7 @@ def refit(run_dir: Path, augment: float, fit_seed: int, epochs: int, every: int,
     data = Batch.from_tensors(tensors["data"])
     width = cfg.fit.width if width is None else width
     torch.manual_seed(fit_seed)
-    net = ValueNet(cfg.env.grid, cfg.env.image_size, width)
+    net = ValueNet(cfg.env.grid, cfg.env.image_size, width, frames=cfg.fit.frames)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.fit.lr)
     rng = np.random.default_rng(fit_seed)
     envs = {"val": cfg.env.make("val"), "heldout_textures": cfg.env.make("heldout_textures")}

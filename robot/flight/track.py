@@ -146,6 +146,11 @@ class FitConfig:
     aux_depth: float = 0.0
     """Weight of an auxiliary loss: a second head predicts the root image's coarse log-depth map from the
     simulator's depth buffer (privileged in training only; the policy never reads it). 0: no depth head."""
+    frames: int = 1
+    """Camera images the network reads: 1 (the current one) or 2 (the previous one and the current one,
+    stacked). From one image, how near a wall is stays ambiguous under randomised field of view, ceiling
+    height and texture scale; between two images 0.5 m apart, how fast it grows (looming) tells the time to
+    contact whatever those are. 2 needs `mc.follow: heuristic` (policy-following branches read one image)."""
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "fit.epochs", "must be >= 1")
@@ -154,6 +159,7 @@ class FitConfig:
         require(self.width >= 1, "fit.width", "must be >= 1")
         require(0 <= self.augment <= 1, "fit.augment", "must be in [0, 1]")
         require(self.aux_depth >= 0, "fit.aux_depth", "must be >= 0")
+        require(self.frames in (1, 2), "fit.frames", "must be 1 or 2")
 
 
 @dataclass
@@ -194,6 +200,10 @@ class FlightConfig:
     mc: MCConfig = field(default_factory=MCConfig)
     fit: FitConfig = field(default_factory=FitConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        require(self.fit.frames == 1 or self.mc.follow == "heuristic", "fit.frames",
+                "2 frames need mc.follow: heuristic (branches that follow the policy render one image per step)")
 
 
 def resolve_world(world: str) -> str:
@@ -237,10 +247,11 @@ def train(cfg: FlightConfig, run: Any, resuming: bool) -> None:
 
     run_dir = Path(run.path)
     seed_everything(cfg.train.seed)
-    net = ValueNet(cfg.env.grid, cfg.env.image_size, cfg.fit.width, aux_depth=cfg.fit.aux_depth > 0)
+    net = ValueNet(cfg.env.grid, cfg.env.image_size, cfg.fit.width, aux_depth=cfg.fit.aux_depth > 0,
+                   frames=cfg.fit.frames)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.fit.lr)
     rng = np.random.default_rng(cfg.train.seed)
-    data = Batch.empty(cfg.env.image_size, cfg.env.grid ** 2)
+    data = Batch.empty(cfg.env.image_size, cfg.env.grid ** 2, cfg.fit.frames)
     done, history, best = 0, [], {"round": -1, "distance_m": -1.0}
     best_state = None
     found = latest_checkpoint(run.checkpoint_dir) if resuming else None
@@ -281,7 +292,7 @@ def train(cfg: FlightConfig, run: Any, resuming: bool) -> None:
             batch, stats = collect(env, None if first else net, n_roots, rng, horizon=cfg.mc.horizon,
                                    stride=cfg.mc.stride, epsilon=cfg.mc.epsilon_first if first else cfg.mc.epsilon,
                                    tie_tol=cfg.mc.tie_tol, follow=follow, progress=bar.update,
-                                   margin_m=cfg.mc.margin_m, margin_mix=cfg.mc.margin_mix)
+                                   margin_m=cfg.mc.margin_m, margin_mix=cfg.mc.margin_mix, frames=cfg.fit.frames)
             bar.close()
             data = data.extend(batch)
             t0 = time.time()

@@ -46,6 +46,40 @@ def test_a_mirrored_policy_averages_the_map_of_the_flipped_image(pillar) -> None
     assert np.allclose(values, values[mirror_actions(3)], atol=1e-6), "a symmetric image gets a symmetric map"
 
 
+def test_a_two_frame_policy_pairs_each_image_with_the_one_before(pillar) -> None:
+    from robot.flight.controllers import policy_controller
+    from robot.flight.model import stack_frames
+
+    torch.manual_seed(0)
+    net = ValueNet(3, 64, width=4, frames=2)
+    seen = []
+    real = net.values
+    net.values = lambda images: (seen.append(np.array(images)), real(images))[1]
+    act = policy_controller(net)
+    obs0, _ = pillar.reset(seed=0)
+    act(pillar, obs0)
+    obs1, *_ = pillar.step(4)
+    act(pillar, obs1)
+    obs2, _ = pillar.reset(seed=0)  # a new flight forgets the last image of the one before
+    act(pillar, obs2)
+    assert [s.shape for s in seen] == [(1, 64, 64, 6)] * 3
+    assert np.array_equal(seen[0][0], stack_frames(None, obs0, 2))
+    assert np.array_equal(seen[1][0], np.concatenate([obs0, obs1], axis=-1))
+    assert np.array_equal(seen[2][0], np.concatenate([obs2, obs2], axis=-1))
+    assert stack_frames(obs0, obs1, 1) is obs1
+    with pytest.raises(ValueError, match="1 or 2 camera frames"):
+        ValueNet(3, 32, frames=3)
+
+
+def test_photometric_changes_every_frame_of_a_stacked_image_alike() -> None:
+    img = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8))
+    stacked = torch.cat([img, img], dim=-1)
+    out = photometric(stacked, torch.Generator().manual_seed(0), 1.0)
+    assert out.shape == (4, 16, 16, 6)
+    assert torch.equal(out[..., :3], out[..., 3:])
+    assert not torch.equal(out[..., :3], img.float())
+
+
 def test_mirror_swaps_left_and_right_columns() -> None:
     m = mirror_actions(3)
     assert m.tolist() == [2, 1, 0, 5, 4, 3, 8, 7, 6]

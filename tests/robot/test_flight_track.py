@@ -53,7 +53,7 @@ def test_training_writes_the_policy_summary_metrics_and_media(trained) -> None:
     run_dir, stdout = trained
     assert (run_dir / "final" / "value_net.safetensors").exists()
     meta = json.loads((run_dir / "final" / "policy.json").read_text())
-    assert meta["net"] == {"k": 3, "image_size": 32, "width": 4, "aux_depth": False}
+    assert meta["net"] == {"k": 3, "image_size": 32, "width": 4, "aux_depth": False, "frames": 1}
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["rounds"] == 2 and summary["labels"] == 46
     assert [h["round"] for h in summary["history"]] == [0, 1]
@@ -151,10 +151,26 @@ def test_a_start_inside_the_mesh_is_refused(trained, tmp_path) -> None:
     ("env.corridor_m=[3,2]", "env.corridor_m"), ("eval.baselines=[teleport]", "eval.baselines"),
     ("env.renderer=opengl", "env.renderer"), ("fit.augment=2", "fit.augment"), ("fit.aux_depth=-1", "fit.aux_depth"),
     ("mc.follow=expert", "mc.follow"), ("mc.margin_m=-0.1", "mc.margin_m"), ("mc.margin_mix=1.5", "mc.margin_mix"),
+    ("fit.frames=3", "fit.frames"), ("fit.frames=2", "fit.frames"),  # 2 frames with policy-following branches
 ])
 def test_config_errors_name_the_key(override, key) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         _cfg(override)
+
+
+def test_a_two_frame_network_trains_on_stacked_images_and_flies(tmp_path) -> None:
+    run_dir = tmp_path / "frames"
+    cfg = _cfg("fit.frames=2", "mc.follow=heuristic", "mc.margin_m=0.2", "fit.augment=0.5", "eval.videos=0",
+               "eval.baselines=[straight]")
+    _train(run_dir, cfg)
+    meta = json.loads((run_dir / "final" / "policy.json").read_text())
+    assert meta["net"]["frames"] == 2
+    tensors, _ = load_checkpoint(list_checkpoints(run_dir / "checkpoints")[-1][1])
+    assert tuple(tensors["data"]["obs"].shape[1:]) == (32, 32, 6)
+    res = CliRunner().invoke(app, ["eval", str(run_dir), "--worlds", "val", "--episodes", "2"])
+    assert res.exit_code == 0, res.output
+    result = json.loads((run_dir / "eval" / "val.json").read_text())["results"]["cad2rl"]
+    assert result["distance_m"] > 0
 
 
 def test_choice_probe_flies_a_runs_network_with_each_tolerance(trained, capsys) -> None:
