@@ -10,6 +10,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -171,6 +172,22 @@ def test_a_two_frame_network_trains_on_stacked_images_and_flies(tmp_path) -> Non
     assert res.exit_code == 0, res.output
     result = json.loads((run_dir / "eval" / "val.json").read_text())["results"]["cad2rl"]
     assert result["distance_m"] > 0
+
+
+def test_mistake_probe_classifies_the_decisive_mistake_of_each_collision(trained, capsys) -> None:
+    from robot.flight.mistake_probe import CLASSES, classify, main
+
+    left_open = np.array([1.0, 0.0, 0.0] * 3)
+    assert classify(2, left_open, 3) == "wrong side" and classify(1, left_open, 3) == "too straight"
+    assert classify(0, left_open, 3) == "none"
+    assert classify(0, np.array([0.0, 1.0, 0.0] * 3), 3) == "needless turn"
+    main([str(trained[0]), "--flights", "3"])
+    out = capsys.readouterr().out
+    table = out[out.index("| decisive mistake |"):].splitlines()
+    assert [line.split("|")[1].strip() for line in table[2:]] == list(CLASSES)
+    crashes = int(out.split(" collisions")[0].rsplit(", ", 1)[1])
+    assert sum(int(line.split("|")[2]) for line in table[2:]) == crashes
+    assert out.count(f"{trained[0].name} seed ") == crashes
 
 
 def test_choice_probe_flies_a_runs_network_with_each_tolerance(trained, capsys) -> None:
