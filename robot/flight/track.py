@@ -150,7 +150,8 @@ class FitConfig:
     """Camera images the network reads: 1 (the current one) or 2 (the previous one and the current one,
     stacked). From one image, how near a wall is stays ambiguous under randomised field of view, ceiling
     height and texture scale; between two images 0.5 m apart, how fast it grows (looming) tells the time to
-    contact whatever those are. 2 needs `mc.follow: heuristic` (policy-following branches read one image)."""
+    contact whatever those are. Measured with cautious teacher labels (2 seeds): no gain over one frame
+    (docs/results.md). 2 needs `mc.follow: heuristic` (policy-following branches read one image)."""
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "fit.epochs", "must be >= 1")
