@@ -44,7 +44,7 @@ def classify(chosen: int, labels: np.ndarray, k: int) -> str:
 
 def probe(run_dir: Path, flights: int) -> list[dict[str, Any]]:
     from robot.flight.controllers import policy_controller
-    from robot.flight.mc import follow_heuristic, label_roots
+    from robot.flight.mc import fly, follow_heuristic, label_roots
     from robot.flight.track import CONFIGS_DIR, FlightConfig, load_policy
     from shared.config import load_config
 
@@ -53,19 +53,21 @@ def probe(run_dir: Path, flights: int) -> list[dict[str, Any]]:
     controller = policy_controller(net, meta.get("tie_tol", cfg.mc.tie_tol))
     env = cfg.env.make("val")
     horizon, teacher, out = cfg.mc.horizon, follow_heuristic(), []
+    steps: list[tuple[int, np.ndarray, np.ndarray]] = []
+
+    def judged(env: Any, obs: np.ndarray) -> tuple[int, np.ndarray]:
+        """The policy's move, with the exact labels of the state it was chosen in recorded beside it."""
+        exact = label_roots(env, [env.snapshot()], horizon, teacher)[0]
+        action, values = controller(env, obs)
+        steps.append((action, exact, values))
+        return action, values
+
     try:
         for seed in range(flights):
-            obs, info = env.reset(seed=seed)
-            steps = []
-            for _ in range(int(np.ceil(env.max_distance_m / env.step_m)) + 1):
-                exact = label_roots(env, [env.snapshot()], horizon, teacher)[0]
-                action, values = controller(env, obs)
-                steps.append((action, exact, values))
-                obs, _, terminated, truncated, info = env.step(action)
-                if terminated or truncated:
-                    break
-            row: dict[str, Any] = {"seed": seed, "distance_m": info["distance_m"], "collision": info["collision"]}
-            if info["collision"]:
+            steps.clear()
+            flight = fly(env, judged, seed)
+            row: dict[str, Any] = {"seed": seed, "distance_m": flight.distance_m, "collision": flight.collision}
+            if flight.collision:
                 recent = range(max(0, len(steps) - horizon), len(steps))
                 wrong = [t for t in recent if steps[t][1][steps[t][0]] < steps[t][1].max() - 1e-6]
                 if wrong:
