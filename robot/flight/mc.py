@@ -33,7 +33,15 @@ from typing import Any
 import numpy as np
 
 from robot.flight.controllers import ray_heuristic
-from robot.flight.model import DEPTH_SIDE, ValueNet, choose_action, coarse_depth, mirror_actions, stack_frames
+from robot.flight.model import (
+    DEPTH_SIDE,
+    AnyValueNet,
+    ValueNet,
+    choose_action,
+    coarse_depth,
+    mirror_actions,
+    stack_frames,
+)
 
 
 @dataclass
@@ -79,7 +87,7 @@ class Batch:
         return Batch(np.concatenate([self.obs, other.obs]), np.concatenate([self.labels, other.labels]), depth)
 
 
-def follow_policy(net: ValueNet | None, k: int, tie_tol: float) -> Callable[[Any, list], list[int]] | None:
+def follow_policy(net: AnyValueNet | None, k: int, tie_tol: float) -> Callable[[Any, list], list[int]] | None:
     """The batched follow-up policy of branches: None flies straight (nothing rendered)."""
     if net is None:
         return None
@@ -153,7 +161,7 @@ def _label_roots(env: Any, roots: list, horizon: int, follow: Callable[[Any, lis
     return np.minimum(labels / horizon, 1.0)
 
 
-def collect(env: Any, net: ValueNet | None, n_roots: int, rng: np.random.Generator, *, horizon: int, stride: int,
+def collect(env: Any, net: AnyValueNet | None, n_roots: int, rng: np.random.Generator, *, horizon: int, stride: int,
             epsilon: float, tie_tol: float, follow: Callable[[Any, list], list[int]] | None, max_steps: int = 400,
             progress: Callable[[int], None] | None = None, margin_m: float = 0.0,
             margin_mix: float = 0.5, frames: int = 1) -> tuple[Batch, dict[str, float]]:

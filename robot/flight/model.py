@@ -109,9 +109,48 @@ def mirror_actions(k: int) -> np.ndarray:
     return rows * k + (k - 1 - cols)
 
 
-def net_config(net: ValueNet) -> dict[str, Any]:
-    return {"k": net.k, "image_size": net.image_size, "width": net.features[0].out_channels,
-            "aux_depth": net.depth_head is not None, "frames": net.frames}
+class ValueEnsemble(nn.Module):
+    """Several `ValueNet`s of one shape, each fitted on the same labels from its own initialisation and batch
+    order; the map is the mean of their values. Their errors are partly independent, so the mean misjudges
+    less often when straight is still safe (the policy's commonest mistake, `mistake_probe`). It offers what
+    callers of a `ValueNet`'s policy read (`k`, `image_size`, `frames`, `values`); `members` are what `mc.fit`
+    trains, one at a time."""
+
+    def __init__(self, members: int, **net: Any) -> None:
+        super().__init__()
+        if members < 2:
+            raise ValueError(f"a ValueEnsemble needs at least 2 members, got {members} (use a ValueNet)")
+        self.members = nn.ModuleList(ValueNet(**net) for _ in range(members))
+        first = self.members[0]
+        self.k, self.image_size, self.frames = first.k, first.image_size, first.frames
+
+    @torch.no_grad()
+    def values(self, images: np.ndarray | list[np.ndarray]) -> np.ndarray:
+        """(B, K*K) mean over the members of their values (`ValueNet.values`)."""
+        return np.mean([m.values(images) for m in self.members], axis=0)
+
+
+AnyValueNet = ValueNet | ValueEnsemble
+"""What a flight policy reads: one value network or an ensemble of them."""
+
+
+def members_of(net: AnyValueNet) -> list[ValueNet]:
+    """The networks to fit: an ensemble's members, or the one network."""
+    return list(net.members) if isinstance(net, ValueEnsemble) else [net]
+
+
+def build_value_net(members: int = 1, **net: Any) -> AnyValueNet:
+    """A `ValueNet`, or with `members` > 1 a `ValueEnsemble` of that many (what `net_config` describes)."""
+    return ValueEnsemble(members, **net) if members > 1 else ValueNet(**net)
+
+
+def net_config(net: AnyValueNet) -> dict[str, Any]:
+    """The keyword arguments of `build_value_net` that rebuild `net` (saved with a policy)."""
+    one = members_of(net)
+    first = one[0]
+    config = {"k": first.k, "image_size": first.image_size, "width": first.features[0].out_channels,
+              "aux_depth": first.depth_head is not None, "frames": first.frames}
+    return {**config, "members": len(one)} if len(one) > 1 else config
 
 
 def stack_frames(previous: np.ndarray | None, current: np.ndarray, frames: int) -> np.ndarray:

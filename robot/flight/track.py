@@ -146,6 +146,10 @@ class FitConfig:
     aux_depth: float = 0.0
     """Weight of an auxiliary loss: a second head predicts the root image's coarse log-depth map from the
     simulator's depth buffer (privileged in training only; the policy never reads it). 0: no depth head."""
+    members: int = 1
+    """Value networks fitted on the same labels, each from its own initialisation and batch order; the policy
+    flies the mean of their maps (an ensemble: their errors are partly independent). Fitting costs this many
+    times one network's."""
     frames: int = 1
     """Camera images the network reads: 1 (the current one) or 2 (the previous one and the current one,
     stacked). From one image, how near a wall is stays ambiguous under randomised field of view, ceiling
@@ -161,6 +165,7 @@ class FitConfig:
         require(0 <= self.augment <= 1, "fit.augment", "must be in [0, 1]")
         require(self.aux_depth >= 0, "fit.aux_depth", "must be >= 0")
         require(self.frames in (1, 2), "fit.frames", "must be 1 or 2")
+        require(1 <= self.members <= 16, "fit.members", "must be in [1, 16]")
 
 
 @dataclass
@@ -242,15 +247,15 @@ def train(cfg: FlightConfig, run: Any, resuming: bool) -> None:
 
     from robot.flight.controllers import policy_controller, straight
     from robot.flight.mc import Batch, collect, fit, fly, follow_heuristic, follow_policy, summarise
-    from robot.flight.model import ValueNet, net_config
+    from robot.flight.model import build_value_net, members_of, net_config
     from shared.tracking.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
     from shared.tracking.rng import seed_everything
 
     run_dir = Path(run.path)
     seed_everything(cfg.train.seed)
-    net = ValueNet(cfg.env.grid, cfg.env.image_size, cfg.fit.width, aux_depth=cfg.fit.aux_depth > 0,
-                   frames=cfg.fit.frames)
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.fit.lr)
+    net = build_value_net(cfg.fit.members, k=cfg.env.grid, image_size=cfg.env.image_size, width=cfg.fit.width,
+                          aux_depth=cfg.fit.aux_depth > 0, frames=cfg.fit.frames)
+    optimizers = [torch.optim.Adam(m.parameters(), lr=cfg.fit.lr) for m in members_of(net)]
     rng = np.random.default_rng(cfg.train.seed)
     data = Batch.empty(cfg.env.image_size, cfg.env.grid ** 2, cfg.fit.frames)
     done, history, best = 0, [], {"round": -1, "distance_m": -1.0}
@@ -259,7 +264,9 @@ def train(cfg: FlightConfig, run: Any, resuming: bool) -> None:
     if found is not None:
         tensors, objects = load_checkpoint(found[1])
         net.load_state_dict(tensors["model"])
-        optimizer.load_state_dict(objects["optimizer"])
+        saved = objects["optimizer"]  # one state dict per member (a dict alone before fit.members existed)
+        for optimizer, state in zip(optimizers, saved if isinstance(saved, list) else [saved], strict=True):
+            optimizer.load_state_dict(state)
         data = Batch.from_tensors(tensors["data"])
         best_state = tensors.get("best")
         trainer = objects["trainer"]
@@ -297,8 +304,10 @@ def train(cfg: FlightConfig, run: Any, resuming: bool) -> None:
             bar.close()
             data = data.extend(batch)
             t0 = time.time()
-            fit_stats = fit(net, optimizer, data, rng, epochs=cfg.fit.epochs, batch_size=cfg.fit.batch_size,
-                            mirror=cfg.fit.mirror, augment=cfg.fit.augment, aux_weight=cfg.fit.aux_depth)
+            each = [fit(member, optimizer, data, rng, epochs=cfg.fit.epochs, batch_size=cfg.fit.batch_size,
+                        mirror=cfg.fit.mirror, augment=cfg.fit.augment, aux_weight=cfg.fit.aux_depth)
+                    for member, optimizer in zip(members_of(net), optimizers, strict=True)]
+            fit_stats = {key: float(np.mean([e[key] for e in each])) for key in each[0]}
             fit_stats["fit/seconds"] = time.time() - t0
             val = summarise([fly(val_env, policy_controller(net, cfg.mc.tie_tol), s) for s in val_seeds],
                             cfg.eval.success_m)
@@ -316,7 +325,7 @@ def train(cfg: FlightConfig, run: Any, resuming: bool) -> None:
             save_checkpoint(run.checkpoint_dir, r + 1,
                             {"model": net.state_dict(), "best": best_state,
                              "data": data.tensors()},
-                            {"optimizer": optimizer.state_dict(),
+                            {"optimizer": [optimizer.state_dict() for optimizer in optimizers],
                              "trainer": {"rounds_done": r + 1, "history": history, "best": best,
                                          "rng": rng.bit_generator.state}},
                             keep_last=1)
@@ -410,14 +419,14 @@ def _flight_media(env: Any, controller: Any, seed: int, run_dir: Path, folder: P
 def load_policy(run_dir: Path) -> tuple[Any, dict]:
     from safetensors.torch import load_file
 
-    from robot.flight.model import ValueNet
+    from robot.flight.model import build_value_net
 
     folder = Path(run_dir) / FINAL
     if not (folder / "value_net.safetensors").exists():
         raise FileNotFoundError(f"{run_dir} has no {FINAL}/value_net.safetensors (the run has not finished; "
                                 f"resume it with rlab train flight --resume {run_dir})")
     meta = json.loads((folder / "policy.json").read_text())
-    net = ValueNet(**meta["net"])
+    net = build_value_net(**meta["net"])
     net.load_state_dict(load_file(str(folder / "value_net.safetensors")))
     net.eval()
     return net, meta

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -153,6 +154,7 @@ def test_a_start_inside_the_mesh_is_refused(trained, tmp_path) -> None:
     ("env.renderer=opengl", "env.renderer"), ("fit.augment=2", "fit.augment"), ("fit.aux_depth=-1", "fit.aux_depth"),
     ("mc.follow=expert", "mc.follow"), ("mc.margin_m=-0.1", "mc.margin_m"), ("mc.margin_mix=1.5", "mc.margin_mix"),
     ("fit.frames=3", "fit.frames"), ("fit.frames=2", "fit.frames"),  # 2 frames with policy-following branches
+    ("fit.members=0", "fit.members"),
 ])
 def test_config_errors_name_the_key(override, key) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -172,6 +174,38 @@ def test_a_two_frame_network_trains_on_stacked_images_and_flies(tmp_path) -> Non
     assert res.exit_code == 0, res.output
     result = json.loads((run_dir / "eval" / "val.json").read_text())["results"]["cad2rl"]
     assert result["distance_m"] > 0
+
+
+def test_an_ensemble_fits_each_member_resumes_and_flies_the_mean_of_their_maps(tmp_path, monkeypatch) -> None:
+    from robot.flight.model import ValueEnsemble
+    from robot.flight.track import load_policy
+
+    run_dir = tmp_path / "ensemble"
+    cfg = _cfg("fit.members=3", "mc.follow=heuristic", "eval.videos=0", "eval.baselines=[straight]")
+    real_fit, calls = mc.fit, []
+
+    def dying_fit(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # killed while fitting round 1's second member
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(mc, "fit", dying_fit)
+    with pytest.raises(KeyboardInterrupt):
+        _train(run_dir, cfg)
+    assert len({id(m) for m in calls[:3]}) == 3  # round 0 fitted three distinct networks
+    monkeypatch.setattr(mc, "fit", real_fit)
+    assert "resumed after round 1" in _train(run_dir, cfg, resuming=True)
+    net, meta = load_policy(run_dir)
+    assert isinstance(net, ValueEnsemble) and meta["net"]["members"] == 3
+    first, second = (dict(m.named_parameters())["features.0.weight"] for m in net.members[:2])
+    assert not torch.equal(first, second)  # own initialisations
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    each = np.stack([m.values(images) for m in net.members])
+    np.testing.assert_allclose(net.values(images), each.mean(0), rtol=1e-6)
+    assert np.abs(each[0] - each[1]).max() > 1e-4
+    res = CliRunner().invoke(app, ["eval", str(run_dir), "--worlds", "val", "--episodes", "2"])
+    assert res.exit_code == 0, res.output
 
 
 def test_mistake_probe_classifies_the_decisive_mistake_of_each_collision(trained, capsys) -> None:
