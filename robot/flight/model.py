@@ -124,6 +124,18 @@ class ValueEnsemble(nn.Module):
         first = self.members[0]
         self.k, self.image_size, self.frames = first.k, first.image_size, first.frames
 
+    @staticmethod
+    def of(nets: list[ValueNet]) -> ValueEnsemble:
+        """An ensemble of networks trained elsewhere (e.g. the final networks of several runs), which must
+        share their configuration (`net_config`)."""
+        configs = [net_config(n) for n in nets]
+        if any(c != configs[0] for c in configs):
+            raise ValueError(f"an ensemble's networks must share their configuration, got {configs}")
+        ensemble = ValueEnsemble(len(nets), **configs[0])
+        for member, net in zip(ensemble.members, nets, strict=True):
+            member.load_state_dict(net.state_dict())
+        return ensemble.eval()
+
     @torch.no_grad()
     def values(self, images: np.ndarray | list[np.ndarray]) -> np.ndarray:
         """(B, K*K) mean over the members of their values (`ValueNet.values`)."""

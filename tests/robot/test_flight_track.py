@@ -238,6 +238,21 @@ def test_choice_probe_flies_a_runs_network_with_each_tolerance(trained, capsys) 
         probe([str(run_dir), "--tie-tols", "-1"])
 
 
+def test_choice_probe_flies_several_runs_as_one_ensemble(trained, tmp_path, capsys) -> None:
+    from robot.flight.choice_probe import main as probe
+
+    twin = tmp_path / "twin"
+    shutil.copytree(trained[0], twin)
+    probe([str(trained[0]), str(twin), "--tie-tols", "0.02", "--flights", "3", "--ensemble"])
+    out = capsys.readouterr().out
+    row = out[out.index("the ensemble |"):].splitlines()[2].split("|")
+    together, alone = float(row[3].split("±")[0]), float(row[4])
+    assert together == pytest.approx(alone, abs=0.01)  # two copies of one network fly as it does
+    assert "ensemble of 2 tie_tol=0.02 mirror=0:" in out and row[5].strip() == "2"
+    with pytest.raises(SystemExit):
+        probe([str(trained[0]), "--ensemble"])
+
+
 def test_refit_probe_compares_augmentation_on_a_runs_labels(trained, tmp_path, capsys) -> None:
     from robot.flight.refit_probe import main as probe
 
