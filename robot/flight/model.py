@@ -111,8 +111,9 @@ def mirror_actions(k: int) -> np.ndarray:
 
 class ValueEnsemble(nn.Module):
     """Several `ValueNet`s of one shape, each fitted on the same labels from its own initialisation and batch
-    order; the map is the mean of their values. Their errors are partly independent, so the mean misjudges
-    less often when straight is still safe (the policy's commonest mistake, `mistake_probe`). It offers what
+    order; the map is the mean of their values: where the members' errors are independent, the mean misjudges
+    less often (measured with cautious teacher labels, three members flew no farther than one network: members
+    that share every label share most of their errors; docs/results.md). It offers what
     callers of a `ValueNet`'s policy read (`k`, `image_size`, `frames`, `values`); `members` are what `mc.fit`
     trains, one at a time."""
 
@@ -125,9 +126,10 @@ class ValueEnsemble(nn.Module):
         self.k, self.image_size, self.frames = first.k, first.image_size, first.frames
 
     @staticmethod
-    def of(nets: list[ValueNet]) -> ValueEnsemble:
-        """An ensemble of networks trained elsewhere (e.g. the final networks of several runs), which must
-        share their configuration (`net_config`)."""
+    def of(nets: list[AnyValueNet]) -> ValueEnsemble:
+        """An ensemble of networks trained elsewhere (e.g. the final networks of several runs; an ensemble among
+        them gives all its members), which must share their configuration (`net_config`)."""
+        nets = [m for n in nets for m in members_of(n)]
         configs = [net_config(n) for n in nets]
         if any(c != configs[0] for c in configs):
             raise ValueError(f"an ensemble's networks must share their configuration, got {configs}")

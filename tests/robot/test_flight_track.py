@@ -206,6 +206,7 @@ def test_an_ensemble_fits_each_member_resumes_and_flies_the_mean_of_their_maps(t
     assert np.abs(each[0] - each[1]).max() > 1e-4
     res = CliRunner().invoke(app, ["eval", str(run_dir), "--worlds", "val", "--episodes", "2"])
     assert res.exit_code == 0, res.output
+    assert len(ValueEnsemble.of([net, net.members[0]]).members) == 4  # an ensemble among them gives its members
 
 
 def test_mistake_probe_classifies_the_decisive_mistake_of_each_collision(trained, capsys) -> None:
