@@ -149,8 +149,8 @@ class FitConfig:
     members: int = 1
     """Value networks fitted on the same labels, each from its own initialisation and batch order; the policy
     flies the mean of their maps (an ensemble). Fitting costs this many times one network's. Measured with
-    cautious teacher labels (3 seeds, 3 members): no gain over one network on held-out worlds (26.90 against
-    29.10 m; docs/results.md): members that share every label share their errors."""
+    cautious teacher labels (3 seeds, 3 members): no gain over one network on held-out worlds (31.00 against
+    30.89 m over 200 worlds; docs/results.md): members that share every label share their errors."""
     frames: int = 1
     """Camera images the network reads: 1 (the current one) or 2 (the previous one and the current one,
     stacked). From one image, how near a wall is stays ambiguous under randomised field of view, ceiling
