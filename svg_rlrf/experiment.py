@@ -34,8 +34,8 @@ DEFAULT_CONFIGS = ("rlrf", "sft_more")
 SPLITS = ("test", "icons")
 COLUMNS = ("mse", "ssim", "edge_l2", "render_success", "tokens", "ref_tokens", "area_ratio", "colour_accuracy",
            "shapes_ratio", "distinct_outputs")
-CURVES = ["reward", "reward/svg/rendered", "reward/svg/colour_iou", "reward/svg/pixel", "reward/svg/length",
-          "completion_len", "sampled_entropy", "eval/test/mean@1"]
+CURVES = ["reward", "reward/svg/rendered", "reward/svg/colour_iou", "reward/svg/pixel", "reward/svg/shapes",
+          "reward/svg/length", "completion_len", "sampled_entropy", "eval/test/mean@1"]
 
 
 def run_job(out: Path, config: str, seed: int, overrides: list[str], warmup: str = WARMUP) -> Path:

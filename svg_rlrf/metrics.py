@@ -19,7 +19,8 @@ Image scores, higher is better:
 
 Image errors and hedging checks: `mse`, `edge_l2` (lower is better), `area_ratio` (1 is right: drawn
 area over the target's), `colour_accuracy` (share of the target's drawn pixels whose colour the
-prediction gets right). Code: `length_score` (RLRF's length term), `count_shapes`, `code_efficiency`.
+prediction gets right). Code: `length_score` (RLRF's length term), `count_shapes`, `shape_count_score` (the
+prediction's primitives against the reference's), `code_efficiency`.
 `blank_like` is the blank-canvas baseline: what a model that draws nothing would be scored on.
 """
 
@@ -363,6 +364,20 @@ def count_shapes(svg_code: str | None) -> int:
     if not isinstance(svg_code, str):
         return 0
     return len(_SHAPE_PATTERN.findall(_COMMENT_PATTERN.sub("", svg_code)))
+
+
+def shape_count_score(pred_shapes: int, ref_shapes: int) -> float:
+    """How close the prediction's number of primitives is to the reference's, in [-1, 1]:
+    ``clip(1 - |pred_shapes - ref_shapes| / ref_shapes, -1, 1)`` (a reference without shapes counts as 1).
+
+    1 for the right count; for a 2-shape target, 0.5 for one shape or three, 0 for none. Leaving out a
+    shape the policy cannot place costs as much as adding a spurious one; the image terms judge where
+    the shapes go. Negative counts raise `ValueError`.
+    """
+    if pred_shapes < 0 or ref_shapes < 0:
+        raise ValueError(f"shape counts must be >= 0, got pred_shapes={pred_shapes} and ref_shapes={ref_shapes}")
+    ref = max(int(ref_shapes), 1)
+    return float(min(1.0, max(-1.0, 1.0 - abs(int(pred_shapes) - ref) / ref)))
 
 
 def code_efficiency(pred_tokens: float | Sequence[float], ref_tokens: float | Sequence[float]) -> float:

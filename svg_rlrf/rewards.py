@@ -15,6 +15,9 @@ canonical frame, at the target's size) and combines named components, each with 
   covering the canvas (the hedge that z-normalised L2 pays for) or drawing half the shape (the hedge
   that plain MSE pays for);
 - ``mse``: ``1 - mse_scale x MSE`` on [0, 1] RGB, clipped to [-1, 1];
+- ``shapes``: the number of primitives in the code against the reference's
+  (`svg_rlrf.metrics.shape_count_score`): off by default; it pays for keeping every target shape, which
+  the image terms alone let RLRF drop when it cannot place one (docs/results.md);
 - ``length``: RLRF's code-length term (no penalty up to half the reference's token count, quadratic
   beyond); its weight ramps from ``length_start`` to ``length`` over ``length_ramp_steps`` RL steps
   (a low start avoids the length collapse RLRF's authors saw).
@@ -60,6 +63,8 @@ class RewardWeights:
     """1 - mse_scale x pixel MSE."""
     mse_scale: float = 10.0
     """Scale of the MSE term."""
+    shapes: float = 0.0
+    """Primitives drawn against the reference's (1 for the same count, 0.5 for one missing of two)."""
     length: float = 0.1
     """Weight of the code-length term after the ramp."""
     length_start: float = 0.0
@@ -70,7 +75,7 @@ class RewardWeights:
     """Wall-clock limit of one render."""
 
     def __post_init__(self) -> None:
-        for key in ("pixel", "edge", "ssim", "colour_iou", "mse", "length", "length_start"):
+        for key in ("pixel", "edge", "ssim", "colour_iou", "mse", "shapes", "length", "length_start"):
             require(getattr(self, key) >= 0, f"reward.{key}", "must be >= 0")
         require(self.mse_scale > 0, "reward.mse_scale", "must be > 0")
         require(self.length_ramp_steps >= 0, "reward.length_ramp_steps", "must be >= 0")
@@ -197,15 +202,17 @@ class RenderReward:
         return compare if self.weights.ssim > 0 else compare_without_ssim
 
     def _score(self, result: Any, svg: str, item: dict, target: Any) -> RewardScore:
-        from svg_rlrf.metrics import length_score
+        from svg_rlrf.metrics import count_shapes, length_score, shape_count_score
 
         if not result.ok:
             return RewardScore(FAIL_SCORE, {"rendered": 0.0}, reason=f"render failed: {result.reason}")
         compared = result.scores if result.scores is not None else self._compare()(result.image, target)
         parts = image_components(compared, self.weights)
-        parts["length"] = length_score(self.count_tokens(svg), self.count_tokens(str(item.get("answer", ""))))
+        reference = str(item.get("answer", ""))
+        parts["length"] = length_score(self.count_tokens(svg), self.count_tokens(reference))
+        parts["shapes"] = shape_count_score(count_shapes(svg), count_shapes(reference))
         w = self.weights
-        weights = {"pixel": w.pixel, "edge": w.edge, "colour_iou": w.colour_iou, "mse": w.mse,
+        weights = {"pixel": w.pixel, "edge": w.edge, "colour_iou": w.colour_iou, "mse": w.mse, "shapes": w.shapes,
                    "length": w.length_weight(item.get("rl_step"))}
         if w.ssim > 0:
             weights["ssim"] = w.ssim

@@ -190,6 +190,16 @@ def test_length_score_is_flat_to_half_the_reference_then_quadratic():
         m.length_score(-1, 10)
 
 
+def test_shape_count_score_costs_a_missing_shape_as_much_as_a_spurious_one():
+    assert m.shape_count_score(2, 2) == 1.0
+    assert m.shape_count_score(1, 2) == m.shape_count_score(3, 2) == 0.5
+    assert m.shape_count_score(0, 2) == 0.0 and m.shape_count_score(2, 3) == pytest.approx(2 / 3)
+    assert m.shape_count_score(9, 2) == -1.0  # clipped
+    assert m.shape_count_score(1, 0) == 1.0 and m.shape_count_score(0, 0) == 0.0  # no reference shape counts as 1
+    with pytest.raises(ValueError, match="pred_shapes"):
+        m.shape_count_score(-1, 2)
+
+
 @pytest.mark.parametrize("code, count", [
     ('<svg><g><g transform="x"><rect/><circle r="2"/></g><path d="M0 0"/></g></svg>', 3),
     ('<svg><g><ellipse/><line/><polyline points="1"/><polygon points="1"/></g><g><g><g><rect/></g></g></g>', 5),

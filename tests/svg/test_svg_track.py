@@ -122,6 +122,19 @@ def test_reward_prefers_the_target_over_the_hedges(tmp_path):
     assert scores["wrong colour"].components["colour_iou"] == pytest.approx(-1.0, abs=0.05)
 
 
+def test_shapes_term_pays_for_keeping_a_shape_the_image_terms_let_go(tmp_path):
+    red = '<rect x="8" y="8" width="20" height="20" fill="#e6194b"/>'
+    blue = '<circle cx="44" cy="44" r="8" fill="#4363d8"/>'
+    item = _item(tmp_path, HEAD + red + blue + "</svg>")
+    dropped = HEAD + red + "</svg>"  # the blue circle left out
+    misplaced = HEAD + red + '<circle cx="44" cy="14" r="8" fill="#4363d8"/></svg>'  # drawn, in the wrong place
+    plain = RenderReward(RewardWeights())([dropped, misplaced], [item] * 2)
+    counted = RenderReward(RewardWeights(shapes=1.0))([dropped, misplaced], [item] * 2)
+    assert [s.components["shapes"] for s in plain] == [0.5, 1.0]  # logged whatever its weight
+    assert plain[0].overall > plain[1].overall + 0.1  # the image and length terms alone prefer leaving it out
+    assert counted[1].overall > counted[0].overall + 0.05  # with the shapes term, drawing it pays
+
+
 @pytest.mark.parametrize("completion, reason", [
     ("I cannot draw that", "no <svg>"),
     (HEAD + "</svg>", "blank"),
