@@ -13,6 +13,9 @@ per complexity level (``level<k>/...``):
   ``colour_accuracy`` (target pixels whose colour the output gets right), ``shapes_ratio`` (primitives
   per output over the target's), ``distinct_outputs`` (share of different SVGs among the outputs).
 
+Outputs that did not render are counted by kind of failure (``failures`` in ``eval/<split>.json``, e.g.
+``{"malformed XML": 12, "blank render": 3, "no <svg> element": 1}``; `failure_kinds`).
+
 The same metrics are computed for the blank canvas (``blank/...``: a white image, what a model that
 draws nothing scores) and the classic vectorizer (``vectorizer/...``, `svg_rlrf.vectorize`). The gallery
 gets, for the first eval.media_items items, one image per item: target | initial model (the model the
@@ -90,8 +93,8 @@ def render_outputs(svgs: list[str | None], items: list[dict], targets: list[Any]
 
 
 def score_outputs(svgs: list[str | None], items: list[dict], targets: list[Any],
-                  count_tokens: Callable[[str], int]) -> tuple[list[dict[str, float]], list[Any]]:
-    """Per-item metrics of a list of outputs, and the images they were scored on."""
+                  count_tokens: Callable[[str], int]) -> tuple[list[dict[str, float]], list[Any], dict[str, int]]:
+    """Per-item metrics of a list of outputs, the images they were scored on, and the failures by kind."""
     import numpy as np
 
     from svg_rlrf.metrics import compare
@@ -104,7 +107,33 @@ def score_outputs(svgs: list[str | None], items: list[dict], targets: list[Any],
         compared = res.scores if ok and res.scores is not None else compare(image, target)
         rows.append(output_metrics(compared, svg, str(item["answer"]), ok, count_tokens))
         images.append(res.image if res is not None and res.image is not None else image)
-    return rows, images
+    return rows, images, failure_kinds(svgs, results)
+
+
+def failure_kind(reason: str | None) -> str:
+    """A failure reason without its particulars (positions, values): ``malformed XML: unclosed token: line 1,
+    column 40`` -> ``malformed XML: unclosed token``; ``number out of range (r='1e999')`` -> ``number out of
+    range``."""
+    import re
+
+    text = re.sub(r"\s*\(.*$", "", str(reason or "unknown").strip())
+    text = re.sub(r":\s*line \d+.*$", "", text)
+    parts = [p.strip() for p in text.split(":") if p.strip()]
+    return ": ".join(parts[:2]) if parts else "unknown"
+
+
+def failure_kinds(svgs: list[str | None], results: list[Any]) -> dict[str, int]:
+    """Outputs that did not render, by `failure_kind` (most frequent first); ``no <svg> element`` where the
+    completion had none."""
+    from collections import Counter
+
+    counts: Counter[str] = Counter()
+    for svg, res in zip(svgs, results, strict=True):
+        if svg is None or res is None:
+            counts["no <svg> element"] += 1
+        elif not res.ok:
+            counts[failure_kind(res.reason)] += 1
+    return dict(counts.most_common())
 
 
 def vectorizer_outputs(targets: list[Any], items: list[dict]) -> list[str]:
@@ -163,11 +192,11 @@ def evaluate_run(req: EvalRequest) -> dict[str, float]:
     count = token_counter(setup.tokenizer)
     with tqdm(total=len(items), desc=f"eval {req.split}", unit="item", file=sys.stderr) as bar:
         svgs = model_outputs(setup, items, cfg, progress=bar.update)
-    rows, images = score_outputs(svgs, items, targets, count)
+    rows, images, failures = score_outputs(svgs, items, targets, count)
     levels = [(item.get("meta") or {}).get("complexity") for item in items]
     result = {f"model/{k}": v for k, v in summarise(rows, levels, svgs).items()}
     vec_svgs = vectorizer_outputs(targets, items)
-    vec_rows, vec_images = score_outputs(list(vec_svgs), items, targets, count)
+    vec_rows, vec_images, _ = score_outputs(list(vec_svgs), items, targets, count)
     result.update({f"vectorizer/{k}": v for k, v in summarise(vec_rows, levels, list(vec_svgs)).items()})
     from svg_rlrf.metrics import blank_like, compare
 
@@ -181,7 +210,11 @@ def evaluate_run(req: EvalRequest) -> dict[str, float]:
         run.log(step, metrics)
     out = req.run_dir / "eval" / f"{req.split}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"split": req.split, "items": len(items), "metrics": result}, indent=1) + "\n")
+    out.write_text(json.dumps({"split": req.split, "items": len(items), "metrics": result, "failures": failures},
+                              indent=1) + "\n")
+    if failures:
+        print(f"outputs that did not render ({sum(failures.values())} of {len(items)}): "
+              + ", ".join(f"{kind} {n}" for kind, n in failures.items()), file=sys.stderr)
     n_media = min(cfg.eval.media_items, len(items))
     columns = [("target", targets[:n_media], [str(it["answer"]) for it in items[:n_media]])]
     initial = _initial_model(req.run_dir)
@@ -190,7 +223,7 @@ def evaluate_run(req: EvalRequest) -> dict[str, float]:
         init_cfg.model.path = initial
         init_setup = build_setup(init_cfg, data)
         init_svgs = model_outputs(init_setup, items[:n_media], init_cfg)
-        _, init_images = score_outputs(init_svgs, items[:n_media], targets[:n_media], count)
+        _, init_images, _ = score_outputs(init_svgs, items[:n_media], targets[:n_media], count)
         columns.append(("initial", init_images, init_svgs))
     columns += [("this run", images[:n_media], svgs[:n_media]),
                 ("vectorizer", vec_images[:n_media], vec_svgs[:n_media])]

@@ -193,9 +193,26 @@ def test_eval_cli_reports_metrics_baselines_and_writes_comparisons(trained):
                     "model/distinct_outputs", "vectorizer/mse", "blank/ssim", "blank/mse"):
             assert key in metrics and np.isfinite(metrics[key]), key
         assert metrics["blank/render_success"] == 0.0 and metrics["blank/area_ratio"] == 0.0
+        failures = json.loads((trained / "eval" / f"{split}.json").read_text())["failures"]
+        assert sum(failures.values()) == round(4 * (1 - metrics["model/render_success"]))
         assert metrics["vectorizer/mse"] < metrics["blank/mse"]
     images = [r for r in read_manifest(trained) if r.kind == "image" and (r.group or "").startswith("final_eval")]
     assert images and all((trained / r.path).exists() for r in images)
+
+
+def test_failed_outputs_are_counted_by_kind_without_their_particulars():
+    from svg_rlrf.evaluate import failure_kinds
+    from svg_rlrf.render import render_many
+
+    svgs = [HEAD + '<rect x="1" y="1" width="9" height="9" fill="red"',  # cut off inside a tag
+            HEAD + '<rect x="1" y="1" width="9" height="9" fill="red"/><rect x="2"',  # the same, elsewhere
+            HEAD + '<rect x="1" y="1" width="30" height="30" fill="red"/>',  # cut off before </svg>
+            HEAD + "</svg>", HEAD + '<rect x="1e999" width="3" height="4"/></svg>',
+            HEAD + '<circle cx="30" cy="30" r="9" fill="#3cb44b"/></svg>', None]
+    results = render_many([s or "" for s in svgs], 56, viewbox=(0, 0, 64, 64))
+    assert failure_kinds(svgs, [r if s else None for s, r in zip(svgs, results, strict=True)]) == {
+        "malformed XML: unclosed token": 2, "malformed XML: no element found": 1, "blank render": 1,
+        "number out of range": 1, "no <svg> element": 1}
 
 
 def test_a_users_dataset_with_a_broken_image_loses_that_row_only(tmp_path):
