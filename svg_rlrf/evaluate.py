@@ -10,7 +10,8 @@ per complexity level (``level<k>/...``):
   difference from the reference's token count: 0 is the reference's length, negative is longer),
   ``render_success``;
 - hedging (is a gain real reconstruction?): ``area_ratio`` (canvas drawn over the target's),
-  ``colour_accuracy`` (target pixels whose colour the output gets right), ``shapes_ratio`` (primitives
+  ``colour_accuracy`` (target pixels whose colour the output gets right, in place), ``colour_precision``
+  (the output's flat fills in one of the target's colours, wherever they are), ``shapes_ratio`` (primitives
   per output over the target's), ``distinct_outputs`` (share of different SVGs among the outputs).
 
 Outputs that did not render are counted by kind of failure (``failures`` in ``eval/<split>.json``, e.g.
@@ -33,7 +34,7 @@ from typing import Any
 
 from shared.tracks import EvalRequest
 
-IMAGE_METRICS = ("mse", "ssim", "edge_l2", "colour_iou", "area_ratio", "colour_accuracy")
+IMAGE_METRICS = ("mse", "ssim", "edge_l2", "colour_iou", "area_ratio", "colour_accuracy", "colour_precision")
 
 
 def output_metrics(compared: dict[str, float], svg: str | None, ref_svg: str, ok: bool,

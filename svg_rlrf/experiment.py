@@ -12,8 +12,9 @@ the tables (markdown) go to stdout and ``<out>/table.md``; a gallery of the firs
 (target | warm-up | RLRF | vectorizer) and the learning curves to ``<out>/gallery``.
 
 Columns per split: MSE and SSIM (lower / higher is better), edge L2, render success, tokens per output and
-the reference's, and the hedging checks against the targets: area drawn / target's, colour accuracy,
-shapes per output / target's, distinct outputs.
+the reference's, and the hedging checks against the targets: area drawn / target's, colour accuracy
+(target pixels drawn in their colour, in place), colour precision (the output's fills in one of the target's
+colours, anywhere), shapes per output / target's, distinct outputs.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ WARMUP = "warmup_long"  # the default warm-up config (4500 SFT steps); --warmup 
 DEFAULT_CONFIGS = ("rlrf", "sft_more")
 SPLITS = ("test", "icons")
 COLUMNS = ("mse", "ssim", "edge_l2", "render_success", "tokens", "ref_tokens", "area_ratio", "colour_accuracy",
-           "shapes_ratio", "distinct_outputs")
+           "colour_precision", "shapes_ratio", "distinct_outputs")
 CURVES = ["reward", "reward/svg/rendered", "reward/svg/colour_iou", "reward/svg/pixel", "reward/svg/shapes",
           "reward/svg/length", "completion_len", "sampled_entropy", "eval/test/mean@1"]
 

@@ -19,8 +19,9 @@ Image scores, higher is better:
 
 Image errors and hedging checks: `mse`, `edge_l2` (lower is better), `area_ratio` (1 is right: drawn
 area over the target's), `colour_accuracy` (share of the target's drawn pixels whose colour the
-prediction gets right). Code: `length_score` (RLRF's length term), `count_shapes`, `shape_count_score` (the
-prediction's primitives against the reference's), `code_efficiency`.
+prediction gets right, where the target has them), `colour_precision` (share of the prediction's flat
+fills in one of the target's colours, wherever they are). Code: `length_score` (RLRF's length term),
+`count_shapes`, `shape_count_score` (the prediction's primitives against the reference's), `code_efficiency`.
 `blank_like` is the blank-canvas baseline: what a model that draws nothing would be scored on.
 """
 
@@ -338,6 +339,32 @@ def colour_accuracy(pred: Any, target: Any, tol: float = COLOUR_TOL) -> float:
     return float(np.mean(same & foreground_mask(p)[fg_t]))
 
 
+def colour_precision(pred: Any, target: Any, tol: float = COLOUR_TOL) -> float:
+    """Share of the prediction's flat-filled drawn pixels (those whose four neighbours share their colour, so
+    antialiased edges do not count; all its drawn pixels when none is flat) within `tol` of one of the target's
+    `dominant_colours`, wherever they are drawn.
+
+    The position-free colour check: 1 when every colour drawn is one of the target's (even in the wrong place,
+    which `colour_accuracy` counts against), 0 for a shape in a colour the target does not use (a grey or
+    averaged hedge). NaN when the prediction draws nothing (no colour to judge; callers that average skip it)
+    or when the drawn target has no flat colours (noise, gradients); 0 for anything drawn on a blank target.
+    """
+    p, t = _pair(pred, target)
+    fg_p = foreground_mask(p)
+    if not fg_p.any():
+        return math.nan
+    colours = dominant_colours(t, tol)
+    if len(colours) == 0:
+        return math.nan if foreground_mask(t).any() else 0.0
+    packed = (p[..., 0].astype(np.int64) << 16) | (p[..., 1].astype(np.int64) << 8) | p[..., 2]
+    judged = fg_p & _interior(packed)
+    if not judged.any():
+        judged = fg_p
+    pixels = p[judged].astype(np.float32)
+    nearest = np.min(np.linalg.norm(pixels[:, None, :] - colours[None, :, :].astype(np.float32), axis=-1), axis=1)
+    return float(np.mean(nearest <= tol))
+
+
 # --------------------------------------------------------------------------------------------- code
 
 
@@ -402,12 +429,13 @@ def compare_without_ssim(pred: Any, target: Any) -> dict[str, float]:
         "pixel": pixel_l2_score(p, t), "edge": edge_l2_score(p, t), "colour_iou": by_area,
         "colour_iou_per_colour": per_colour, "mse": mse(p, t), "edge_l2": edge_l2(p, t),
         "area_ratio": area_ratio(p, t), "colour_accuracy": colour_accuracy(p, t),
+        "colour_precision": colour_precision(p, t),
     }
 
 
 def compare(pred: Any, target: Any) -> dict[str, float]:
     """Every image comparison of one render against its target, in one call: the rewards' image terms
     (``pixel``, ``edge``, ``ssim``, ``colour_iou`` in [0, 1], ``mse``) and the evaluation's (``edge_l2``,
-    ``area_ratio``, ``colour_accuracy``). Render workers run it beside the render (`svg_rlrf.render`'s
-    ``score=``), so the comparisons of a batch run in parallel."""
+    ``area_ratio``, ``colour_accuracy``, ``colour_precision``). Render workers run it beside the render
+    (`svg_rlrf.render`'s ``score=``), so the comparisons of a batch run in parallel."""
     return {**compare_without_ssim(pred, target), "ssim": ssim(pred, target)}

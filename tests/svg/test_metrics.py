@@ -18,7 +18,7 @@ GREEN = (60, 180, 75)
 PINK = (250, 190, 212)  # red mixed with white: a colour of its own here, not an antialiased edge
 BLACK = (0, 0, 0)
 PAIR_FNS = [m.pixel_l2_score, m.edge_l2_score, m.ssim, m.mse, m.edge_l2, m.area_ratio, m.colour_iou,
-            m.colour_accuracy]
+            m.colour_accuracy, m.colour_precision]
 
 
 def canvas(size: int = 64) -> np.ndarray:
@@ -54,6 +54,7 @@ def test_identical_images_score_the_maximum_on_every_metric(make):
     assert m.ssim(img, other) == pytest.approx(1.0)
     assert m.mse(img, other) == 0.0 and m.edge_l2(img, other) == 0.0
     assert m.colour_iou(img, other) == 1.0 and m.colour_accuracy(img, other) == 1.0
+    assert m.colour_precision(img, other) == 1.0  # antialiased edges are not judged
     assert m.area_ratio(img, other) == 1.0
 
 
@@ -150,6 +151,22 @@ def test_covering_the_canvas_in_the_target_colour_gets_little_colour_iou():
     assert m.colour_accuracy(cover, target) == 1.0  # every target pixel has its colour...
     assert m.area_ratio(cover, target) > 4.0  # ...because everything is drawn
     assert m.colour_iou(cover, target) == pytest.approx(40 * 24 / 64**2)
+
+
+def test_colour_precision_judges_the_colours_drawn_wherever_they_are():
+    target = rect(RED)
+    moved = canvas()
+    cv2.rectangle(moved, (8, 36), (47, 59), RED, -1)  # the right colour, below the target's place
+    assert m.colour_accuracy(moved, target) == 0.0 and m.colour_precision(moved, target) == 1.0
+    assert m.colour_precision(rect((128, 128, 128)), target) == 0.0  # a grey hedge in the right place
+    half_grey = rect(RED)
+    cv2.rectangle(half_grey, (28, 8), (47, 31), (128, 128, 128), -1)
+    assert m.colour_precision(half_grey, target) == pytest.approx(0.5, abs=0.03)
+    assert math.isnan(m.colour_precision(canvas(), target))  # nothing drawn: no colour to judge
+    assert m.colour_precision(rect(), canvas()) == 0.0
+    thin = canvas()
+    cv2.line(thin, (5, 60), (60, 5), RED, 1, cv2.LINE_AA)  # no flat pixel: every drawn pixel is judged
+    assert 0.0 < m.colour_precision(thin, target) < 1.0
 
 
 def test_ssim_of_a_blank_canvas_on_sparse_shapes_is_high():

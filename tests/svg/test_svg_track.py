@@ -190,8 +190,10 @@ def test_eval_cli_reports_metrics_baselines_and_writes_comparisons(trained):
         metrics = json.loads((trained / "eval" / f"{split}.json").read_text())["metrics"]
         for key in ("model/mse", "model/ssim", "model/edge_l2", "model/render_success", "model/tokens",
                     "model/code_efficiency", "model/area_ratio", "model/colour_accuracy", "model/shapes_ratio",
-                    "model/distinct_outputs", "vectorizer/mse", "blank/ssim", "blank/mse"):
+                    "model/distinct_outputs", "vectorizer/mse", "vectorizer/colour_precision", "blank/ssim",
+                    "blank/mse"):
             assert key in metrics and np.isfinite(metrics[key]), key
+        assert "model/colour_precision" in metrics  # NaN when nothing the model drew rendered
         assert metrics["blank/render_success"] == 0.0 and metrics["blank/area_ratio"] == 0.0
         failures = json.loads((trained / "eval" / f"{split}.json").read_text())["failures"]
         assert sum(failures.values()) == round(4 * (1 - metrics["model/render_success"]))
