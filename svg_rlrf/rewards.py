@@ -18,6 +18,8 @@ canonical frame, at the target's size) and combines named components, each with 
 - ``shapes``: the number of primitives in the code against the reference's
   (`svg_rlrf.metrics.shape_count_score`): off by default; it pays for keeping every target shape, which
   the image terms alone let RLRF drop when it cannot place one (docs/results.md);
+- ``semantic``: cosine similarity of a local perceptual model's embeddings of the render and the target
+  (`svg_rlrf.semantic`; RLRF's DreamSim / CLIP term), computed only when ``semantic_model`` names a folder;
 - ``length``: RLRF's code-length term (no penalty up to half the reference's token count, quadratic
   beyond); its weight ramps from ``length_start`` to ``length`` over ``length_ramp_steps`` RL steps
   (a low start avoids the length collapse RLRF's authors saw).
@@ -65,6 +67,11 @@ class RewardWeights:
     """Scale of the MSE term."""
     shapes: float = 0.0
     """Primitives drawn against the reference's (1 for the same count, 0.5 for one missing of two)."""
+    semantic: float = 0.0
+    """Cosine similarity of the semantic_model's image embeddings of render and target."""
+    semantic_model: str = ""
+    """A local folder with a transformers image model and its processor (CLIP, SigLIP, DINOv2 ...) for the
+    semantic term; empty: no semantic term (nothing is downloaded)."""
     length: float = 0.1
     """Weight of the code-length term after the ramp."""
     length_start: float = 0.0
@@ -75,9 +82,11 @@ class RewardWeights:
     """Wall-clock limit of one render."""
 
     def __post_init__(self) -> None:
-        for key in ("pixel", "edge", "ssim", "colour_iou", "mse", "shapes", "length", "length_start"):
+        for key in ("pixel", "edge", "ssim", "colour_iou", "mse", "shapes", "semantic", "length", "length_start"):
             require(getattr(self, key) >= 0, f"reward.{key}", "must be >= 0")
         require(self.mse_scale > 0, "reward.mse_scale", "must be > 0")
+        require(self.semantic == 0 or bool(self.semantic_model), "reward.semantic_model",
+                "is empty but reward.semantic > 0: name a local image model folder (CLIP, SigLIP, DINOv2 ...)")
         require(self.length_ramp_steps >= 0, "reward.length_ramp_steps", "must be >= 0")
         require(self.render_timeout_s > 0, "reward.render_timeout_s", "must be > 0")
 
@@ -158,17 +167,23 @@ class RenderReward:
 
     Items carry the target image (``images[0]``, an absolute path), the reference code (``answer``), the
     canonical frame (``meta.canvas``) and, on the training stream, ``rl_step`` (for the length ramp).
-    `count_tokens` measures code length (the policy's tokenizer; characters when None).
+    `count_tokens` measures code length (the policy's tokenizer; characters when None). The semantic model
+    (``weights.semantic_model``) is loaded here, on `device`, so a bad folder stops a run before it starts.
     """
 
     name = "svg"
 
     def __init__(self, weights: RewardWeights | None = None, count_tokens: Callable[[str], int] | None = None,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, device: str = "cpu") -> None:
         self.weights = weights or RewardWeights()
         self.count_tokens = count_tokens or len
         self.workers = workers
         self.targets = TargetCache()
+        self.semantic = None
+        if self.weights.semantic_model:
+            from svg_rlrf.semantic import SemanticSimilarity
+
+            self.semantic = SemanticSimilarity(self.weights.semantic_model, device=device)
 
     def __call__(self, completions: list[str], items: list[dict]) -> list[RewardScore]:
         from svg_rlrf.render import render_many
@@ -187,13 +202,21 @@ class RenderReward:
                                      f"({target.shape[1]}x{target.shape[0]}): {item['images'][0]}")
                 continue
             groups.setdefault((canvas_of(item), target.shape[0]), []).append(i)
+        rendered: dict[int, tuple[Any, Any]] = {}  # index -> (render result, target)
         for (frame, size), rows in groups.items():
             targets = [self.targets.get(items[i]["images"][0]) for i in rows]
             results = render_many([svgs[i] for i in rows], size, viewbox=frame, workers=self.workers,
                                   timeout_s=self.weights.render_timeout_s, score=compare, targets=targets,
                                   preload=SCORE_PRELOAD)
-            for i, result, target in zip(rows, results, targets, strict=True):
-                out[i] = self._score(result, svgs[i] or "", items[i], target)
+            rendered.update({i: (result, target) for i, result, target in zip(rows, results, targets, strict=True)})
+        semantic: dict[int, float] = {}
+        ok = [i for i, (result, _) in rendered.items() if result.ok]
+        if self.semantic is not None and ok:
+            scores = self.semantic([rendered[i][0].image for i in ok], [rendered[i][1] for i in ok],
+                                   keys=[str(items[i]["images"][0]) for i in ok])
+            semantic = dict(zip(ok, scores, strict=True))
+        for i, (result, target) in rendered.items():
+            out[i] = self._score(result, svgs[i] or "", items[i], target, semantic.get(i))
         return [s if s is not None else RewardScore(FAIL_SCORE, reason="not scored") for s in out]
 
     def _compare(self) -> Callable[[Any, Any], dict[str, float]]:
@@ -201,7 +224,7 @@ class RenderReward:
 
         return compare if self.weights.ssim > 0 else compare_without_ssim
 
-    def _score(self, result: Any, svg: str, item: dict, target: Any) -> RewardScore:
+    def _score(self, result: Any, svg: str, item: dict, target: Any, semantic: float | None = None) -> RewardScore:
         from svg_rlrf.metrics import count_shapes, length_score, shape_count_score
 
         if not result.ok:
@@ -216,6 +239,9 @@ class RenderReward:
                    "length": w.length_weight(item.get("rl_step"))}
         if w.ssim > 0:
             weights["ssim"] = w.ssim
+        if semantic is not None:
+            parts["semantic"] = semantic
+            weights["semantic"] = w.semantic
         total = sum(weights.values())
         overall = sum(weights[k] * parts[k] for k in weights) / total if total > 0 else 0.0
         return RewardScore(overall, {**parts, "rendered": 1.0})

@@ -253,7 +253,7 @@ def build_setup(cfg: SVGConfig, data: SVGData | None = None, runtime: Any = None
     def encode_prompts(items: list[dict]) -> dict:
         return encode_vlm_prompts(processor, items, data.root, vision.min_pixels, vision.max_pixels, system)
 
-    reward = RenderReward(cfg.reward, token_counter(processor.tokenizer))
+    reward = RenderReward(cfg.reward, token_counter(processor.tokenizer), device=str(runtime.device))
     names: list[Any] = [reward, *cfg.rl.rewards]
     weights = [1.0, *(cfg.rl.reward_weights or [1.0] * len(cfg.rl.rewards))]
     before_rl = cfg.sft.steps * cfg.sft.batch_size
