@@ -379,7 +379,9 @@ def test_workers_score_good_renders_against_their_targets():
 
     target = render_one(_half("red"), 32, viewbox=(0, 0, 64, 64)).image
     svgs = [_half("red"), _half("blue"), "<svg"]
-    with RenderPool(2, preload=("skimage.metrics",)) as pool:
+    # the score function's module is preloaded, as `render_many` does: imported during the first render, it
+    # counts against that render's timeout, which a loaded machine overran
+    with RenderPool(2, preload=("svg_rlrf.metrics", "skimage.metrics")) as pool:
         results = pool.render_many(svgs, 32, viewbox=(0, 0, 64, 64), score=compare, targets=[target] * 3)
         assert results[0].scores["colour_iou"] == pytest.approx(1.0) and results[0].scores["mse"] == 0.0
         assert results[1].scores["colour_iou"] < 0.1
