@@ -8,7 +8,8 @@ Per seed: ``rlab train svg --config warmup_long`` (``--warmup`` picks another wa
 generated dataset (``data.cache_dir=<out>/data``); then ``rlab eval`` of every final model on ``test``
 (held-out shapes) and ``icons`` (greedy). Each eval also scores the vectorizer and the blank canvas on the
 same items. Finished runs are reused and killed ones resumed; each job's output goes to ``<out>/logs/``;
-the tables (markdown) go to stdout and ``<out>/table.md``; a gallery of the first seed's RLRF run
+the tables (markdown: per split, per complexity level of the held-out shapes, and the outputs that did
+not render by kind) go to stdout and ``<out>/table.md``; a gallery of the first seed's RLRF run
 (target | warm-up | RLRF | vectorizer) and the learning curves to ``<out>/gallery``.
 
 Columns per split: MSE and SSIM (lower / higher is better), edge L2, render success, tokens per output and
@@ -57,8 +58,57 @@ def run_job(out: Path, config: str, seed: int, overrides: list[str], warmup: str
     return run_dir
 
 
+LEVEL_COLUMNS = ("mse", "ssim", "shapes_ratio", "colour_accuracy", "colour_precision", "tokens", "ref_tokens")
+"""Per complexity level of the held-out shapes (level 1: one primitive, 2: two or three)."""
+
+
 def run_metrics(run_dir: Path, split: str) -> dict[str, float]:
     return json.loads((run_dir / "eval" / f"{split}.json").read_text())["metrics"]
+
+
+def run_failures(run_dir: Path, split: str) -> dict[str, int]:
+    """Outputs that did not render, by kind (empty for evals written before they were counted)."""
+    return json.loads((run_dir / "eval" / f"{split}.json").read_text()).get("failures") or {}
+
+
+def _mean(values: list[float]) -> str:
+    values = [v for v in values if v == v]
+    return f"{statistics.mean(values):.3f}" if values else "-"
+
+
+def level_table(out: Path, configs: list[str], seeds: list[int], warmup: str = WARMUP, split: str = "test") -> str:
+    """Markdown: each model's and the blank canvas's metrics per complexity level (mean over seeds)."""
+    base = run_metrics(out / f"{warmup}-seed{seeds[0]}", split)
+    levels = sorted({k.split("/")[1] for k in base if k.startswith("model/level")})
+    if not levels:
+        return ""
+    head = [f"{lv} {c}" for lv in levels for c in LEVEL_COLUMNS]
+    lines = [f"**{split} per level** (mean over seeds {', '.join(map(str, seeds))})", "",
+             "| | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    for name, prefix in [*((c, "model") for c in [warmup, *configs]), (warmup, "blank")]:
+        metrics = [run_metrics(out / f"{name}-seed{s}", split) for s in seeds]
+        cells = [_mean([m.get(f"{prefix}/{lv}/{c}", float("nan")) for m in metrics]) for lv in levels
+                 for c in LEVEL_COLUMNS]
+        lines.append(f"| {name if prefix == 'model' else 'blank'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def failure_lines(out: Path, configs: list[str], seeds: list[int], warmup: str = WARMUP) -> str:
+    """Per split and model: outputs that did not render, by kind, summed over seeds."""
+    lines = []
+    for split in SPLITS:
+        for config in [warmup, *configs]:
+            total: dict[str, int] = {}
+            for s in seeds:
+                for kind, n in run_failures(out / f"{config}-seed{s}", split).items():
+                    total[kind] = total.get(kind, 0) + n
+            if total:
+                kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(total.items(), key=lambda kv: -kv[1]))
+                lines.append(f"- {split}, {config}: {kinds}")
+    if not lines:
+        return ""
+    return "\n".join([f"**Outputs that did not render** (summed over seeds {', '.join(map(str, seeds))})", "",
+                      *lines]) + "\n"
 
 
 def _fmt(values: list[float]) -> str:
@@ -119,7 +169,9 @@ def main(argv: list[str] | None = None) -> None:
         with ThreadPoolExecutor(max_workers=len(args.seeds)) as seeds:
             for future in [seeds.submit(seed_runs, s) for s in args.seeds]:
                 future.result()
-    text = tables(out, args.configs, args.seeds, args.warmup)
+    text = "\n".join(part for part in (tables(out, args.configs, args.seeds, args.warmup),
+                                       level_table(out, args.configs, args.seeds, args.warmup),
+                                       failure_lines(out, args.configs, args.seeds, args.warmup)) if part)
     (out / "table.md").write_text(text + "\n")
     print(text)
     print(f"gallery: {gallery(out, args.configs, args.seeds[0], args.warmup)}")
