@@ -15,7 +15,8 @@ per complexity level (``level<k>/...``):
   per output over the target's), ``distinct_outputs`` (share of different SVGs among the outputs).
 
 Outputs that did not render are counted by kind of failure (``failures`` in ``eval/<split>.json``, e.g.
-``{"malformed XML": 12, "blank render": 3, "no <svg> element": 1}``; `failure_kinds`).
+``{"malformed XML": 12, "blank render": 3, "no <svg> element": 1}``; `failure_kinds`); every output, with its
+failure reason, MSE and SSIM, is kept in ``eval/<split>.outputs.jsonl``.
 
 The same metrics are computed for the blank canvas (``blank/...``: a white image, what a model that
 draws nothing scores) and the classic vectorizer (``vectorizer/...``, `svg_rlrf.vectorize`). The gallery
@@ -94,8 +95,10 @@ def render_outputs(svgs: list[str | None], items: list[dict], targets: list[Any]
 
 
 def score_outputs(svgs: list[str | None], items: list[dict], targets: list[Any],
-                  count_tokens: Callable[[str], int]) -> tuple[list[dict[str, float]], list[Any], dict[str, int]]:
-    """Per-item metrics of a list of outputs, the images they were scored on, and the failures by kind."""
+                  count_tokens: Callable[[str], int]) -> tuple[list[dict[str, float]], list[Any], dict[str, int],
+                                                            list[str | None]]:
+    """Per-item metrics of a list of outputs, the images they were scored on, the failures by kind, and each
+    output's failure reason (None where it rendered)."""
     import numpy as np
 
     from svg_rlrf.metrics import compare
@@ -108,7 +111,9 @@ def score_outputs(svgs: list[str | None], items: list[dict], targets: list[Any],
         compared = res.scores if ok and res.scores is not None else compare(image, target)
         rows.append(output_metrics(compared, svg, str(item["answer"]), ok, count_tokens))
         images.append(res.image if res is not None and res.image is not None else image)
-    return rows, images, failure_kinds(svgs, results)
+    reasons = [None if res is not None and res.ok else ("no <svg> element" if res is None else res.reason)
+               for res in results]
+    return rows, images, failure_kinds(svgs, results), reasons
 
 
 def failure_kind(reason: str | None) -> str:
@@ -193,11 +198,11 @@ def evaluate_run(req: EvalRequest) -> dict[str, float]:
     count = token_counter(setup.tokenizer)
     with tqdm(total=len(items), desc=f"eval {req.split}", unit="item", file=sys.stderr) as bar:
         svgs = model_outputs(setup, items, cfg, progress=bar.update)
-    rows, images, failures = score_outputs(svgs, items, targets, count)
+    rows, images, failures, reasons = score_outputs(svgs, items, targets, count)
     levels = [(item.get("meta") or {}).get("complexity") for item in items]
     result = {f"model/{k}": v for k, v in summarise(rows, levels, svgs).items()}
     vec_svgs = vectorizer_outputs(targets, items)
-    vec_rows, vec_images, _ = score_outputs(list(vec_svgs), items, targets, count)
+    vec_rows, vec_images, _, _ = score_outputs(list(vec_svgs), items, targets, count)
     result.update({f"vectorizer/{k}": v for k, v in summarise(vec_rows, levels, list(vec_svgs)).items()})
     from svg_rlrf.metrics import blank_like, compare
 
@@ -213,6 +218,10 @@ def evaluate_run(req: EvalRequest) -> dict[str, float]:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"split": req.split, "items": len(items), "metrics": result, "failures": failures},
                               indent=1) + "\n")
+    with (out.parent / f"{req.split}.outputs.jsonl").open("w") as f:
+        for item, svg, reason, row in zip(items, svgs, reasons, rows, strict=True):
+            f.write(json.dumps({"id": item.get("id"), "svg": svg, "failure": reason, "mse": row["mse"],
+                                "ssim": row["ssim"]}) + "\n")
     if failures:
         print(f"outputs that did not render ({sum(failures.values())} of {len(items)}): "
               + ", ".join(f"{kind} {n}" for kind, n in failures.items()), file=sys.stderr)
@@ -224,7 +233,7 @@ def evaluate_run(req: EvalRequest) -> dict[str, float]:
         init_cfg.model.path = initial
         init_setup = build_setup(init_cfg, data)
         init_svgs = model_outputs(init_setup, items[:n_media], init_cfg)
-        _, init_images, _ = score_outputs(init_svgs, items[:n_media], targets[:n_media], count)
+        _, init_images, _, _ = score_outputs(init_svgs, items[:n_media], targets[:n_media], count)
         columns.append(("initial", init_images, init_svgs))
     columns += [("this run", images[:n_media], svgs[:n_media]),
                 ("vectorizer", vec_images[:n_media], vec_svgs[:n_media])]

@@ -197,6 +197,8 @@ def test_eval_cli_reports_metrics_baselines_and_writes_comparisons(trained):
         assert metrics["blank/render_success"] == 0.0 and metrics["blank/area_ratio"] == 0.0
         failures = json.loads((trained / "eval" / f"{split}.json").read_text())["failures"]
         assert sum(failures.values()) == round(4 * (1 - metrics["model/render_success"]))
+        outputs = [json.loads(line) for line in (trained / "eval" / f"{split}.outputs.jsonl").read_text().splitlines()]
+        assert len(outputs) == 4 and sum(o["failure"] is not None for o in outputs) == sum(failures.values())
         assert metrics["vectorizer/mse"] < metrics["blank/mse"]
     images = [r for r in read_manifest(trained) if r.kind == "image" and (r.group or "").startswith("final_eval")]
     assert images and all((trained / r.path).exists() for r in images)
