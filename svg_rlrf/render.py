@@ -140,6 +140,9 @@ class SvgError(ValueError):
 # ---------------------------------------------------------------------------------------------- checks
 
 
+SVG_NAMESPACE = "http://www.w3.org/2000/svg"
+
+
 def _local(name: str) -> str:
     """A tag or attribute name without its ``{namespace}``."""
     return name.rsplit("}", 1)[-1]
@@ -372,6 +375,9 @@ def sanitize_svg(svg: str | bytes, *, size: int, viewbox: Sequence[float] | None
         raise SvgError(f"malformed XML: {err}") from None
     if _local(root.tag) != "svg":
         raise SvgError(f"root element is <{_short(_local(root.tag), 30)}>, not <svg>")
+    namespace = root.tag[1:].split("}", 1)[0] if root.tag.startswith("{") else None
+    if namespace is not None and namespace != SVG_NAMESPACE:  # cairosvg raises a TypeError on it; browsers draw nothing
+        raise SvgError(f"root <svg> is in namespace {_short(namespace, 40)!r}, not {SVG_NAMESPACE!r}")
     _check_references(_walk(root))
     frame = _frame(root, size, frame)
     if viewbox is not None:

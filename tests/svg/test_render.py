@@ -180,6 +180,8 @@ def _use_bomb(levels: int, fan: int) -> str:
     ("", "malformed XML"),
     ("I cannot draw that", "malformed XML"),
     ('<html xmlns="http://www.w3.org/1999/xhtml"><svg/></html>', "root element is <html>, not <svg>"),
+    ('<svg xmlns="http://www.w3.org/2.org/2000/svg"><rect width="9" height="9"/></svg>',  # seen from a policy
+     "root <svg> is in namespace 'http://www.w3.org/2.org/2000/svg'"),
     (BILLION_LAUGHS, "DOCTYPE/ENTITY declarations are not allowed"),
     ('<!DOCTYPE svg SYSTEM "file:///etc/passwd"><svg/>', "DOCTYPE/ENTITY declarations are not allowed"),
     (HEAD + f'<image href="{REMOTE}" width="64" height="64"/></svg>', "<image> is not allowed"),
