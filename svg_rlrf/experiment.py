@@ -1,11 +1,12 @@
-"""The svg results table: warm-up vs RLRF vs continued SFT for the same compute vs the classic vectorizer
-vs the blank canvas, on held-out generated shapes and on Font Awesome icons. One command:
+"""The svg results table: warm-up vs RLRF (with and without the shapes term) vs continued SFT for the same
+compute vs the classic vectorizer vs the blank canvas, on held-out generated shapes and on Font Awesome icons.
+One command:
 
     OMP_NUM_THREADS=1 python -m svg_rlrf.experiment --seeds 0 1 2 --out runs/svg-table --jobs 2
 
 Per seed: ``rlab train svg --config warmup_long`` (``--warmup`` picks another warm-up config), then
-``--config rlrf`` and ``--config sft_more`` with ``--set model.path=<warm-up>/final``, all on the same
-generated dataset (``data.cache_dir=<out>/data``); then ``rlab eval`` of every final model on ``test``
+``--config rlrf``, ``--config rlrf_shapes`` and ``--config sft_more`` with ``--set model.path=<warm-up>/final``,
+all on the same generated dataset (``data.cache_dir=<out>/data``); then ``rlab eval`` of every final model on ``test``
 (held-out shapes) and ``icons`` (greedy). Each eval also scores the vectorizer and the blank canvas on the
 same items. Finished runs are reused and killed ones resumed; each job's output goes to ``<out>/logs/``;
 the tables (markdown: per split, per complexity level of the held-out shapes, and the outputs that did
@@ -32,7 +33,7 @@ from shared.clikit import run_rlab, train_run
 from shared.tracking import read_metrics
 
 WARMUP = "warmup_long"  # the default warm-up config (4500 SFT steps); --warmup warmup for the 1500-step one
-DEFAULT_CONFIGS = ("rlrf", "sft_more")
+DEFAULT_CONFIGS = ("rlrf", "rlrf_shapes", "sft_more")
 SPLITS = ("test", "icons")
 COLUMNS = ("mse", "ssim", "edge_l2", "render_success", "tokens", "ref_tokens", "area_ratio", "colour_accuracy",
            "colour_precision", "shapes_ratio", "distinct_outputs")
