@@ -87,6 +87,8 @@ class RewardWeights:
         require(self.mse_scale > 0, "reward.mse_scale", "must be > 0")
         require(self.semantic == 0 or bool(self.semantic_model), "reward.semantic_model",
                 "is empty but reward.semantic > 0: name a local image model folder (CLIP, SigLIP, DINOv2 ...)")
+        require(not self.semantic_model or Path(self.semantic_model).expanduser().is_dir(), "reward.semantic_model",
+                f"{self.semantic_model} is not a folder (a local transformers image model; nothing is downloaded)")
         require(self.length_ramp_steps >= 0, "reward.length_ramp_steps", "must be >= 0")
         require(self.render_timeout_s > 0, "reward.render_timeout_s", "must be > 0")
 

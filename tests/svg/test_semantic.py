@@ -73,10 +73,16 @@ def test_semantic_term_is_one_for_the_target_and_less_for_another_drawing(model_
 
 
 def test_a_semantic_model_that_is_not_there_stops_the_run_naming_the_key(tmp_path):
+    from svg_rlrf.semantic import SemanticSimilarity
+
+    with pytest.raises(ConfigError, match=r"reward\.semantic_model: .*missing is not a folder"):
+        RewardWeights(semantic=1.0, semantic_model=str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="reward.semantic_model"):
-        RenderReward(RewardWeights(semantic=1.0, semantic_model=str(tmp_path / "missing")))
+        SemanticSimilarity(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="reward.semantic_model"):
         RenderReward(RewardWeights(semantic=1.0, semantic_model=str(tmp_path / "empty")))
     with pytest.raises(ConfigError, match=r"reward\.semantic_model"):
         load_config(SVGConfig, "default", ["reward.semantic=0.5"], CONFIGS_DIR)
+    with pytest.raises(ConfigError, match=r"reward\.semantic_model.*missing is not a folder"):
+        load_config(SVGConfig, "default", [f"reward.semantic_model={tmp_path / 'missing'}"], CONFIGS_DIR)
