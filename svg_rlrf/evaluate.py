@@ -111,9 +111,8 @@ def score_outputs(svgs: list[str | None], items: list[dict], targets: list[Any],
         compared = res.scores if ok and res.scores is not None else compare(image, target)
         rows.append(output_metrics(compared, svg, str(item["answer"]), ok, count_tokens))
         images.append(res.image if res is not None and res.image is not None else image)
-    reasons = [None if res is not None and res.ok else ("no <svg> element" if res is None else res.reason)
-               for res in results]
-    return rows, images, failure_kinds(svgs, results), reasons
+    reasons = [failure_reason(res) for res in results]
+    return rows, images, failure_kinds(reasons), reasons
 
 
 def failure_kind(reason: str | None) -> str:
@@ -128,18 +127,19 @@ def failure_kind(reason: str | None) -> str:
     return ": ".join(parts[:2]) if parts else "unknown"
 
 
-def failure_kinds(svgs: list[str | None], results: list[Any]) -> dict[str, int]:
-    """Outputs that did not render, by `failure_kind` (most frequent first); ``no <svg> element`` where the
-    completion had none."""
+def failure_reason(result: Any) -> str | None:
+    """Why an output did not render (`render_outputs`' result; None: there was no SVG), None if it did."""
+    if result is None:
+        return "no <svg> element"
+    return None if result.ok else result.reason
+
+
+def failure_kinds(reasons: list[str | None]) -> dict[str, int]:
+    """Outputs that did not render (`failure_reason`, None where one did), by `failure_kind`, most frequent
+    first."""
     from collections import Counter
 
-    counts: Counter[str] = Counter()
-    for svg, res in zip(svgs, results, strict=True):
-        if svg is None or res is None:
-            counts["no <svg> element"] += 1
-        elif not res.ok:
-            counts[failure_kind(res.reason)] += 1
-    return dict(counts.most_common())
+    return dict(Counter(failure_kind(r) for r in reasons if r is not None).most_common())
 
 
 def vectorizer_outputs(targets: list[Any], items: list[dict]) -> list[str]:

@@ -205,7 +205,7 @@ def test_eval_cli_reports_metrics_baselines_and_writes_comparisons(trained):
 
 
 def test_failed_outputs_are_counted_by_kind_without_their_particulars():
-    from svg_rlrf.evaluate import failure_kinds
+    from svg_rlrf.evaluate import failure_kinds, failure_reason
     from svg_rlrf.render import render_many
 
     svgs = [HEAD + '<rect x="1" y="1" width="9" height="9" fill="red"',  # cut off inside a tag
@@ -214,7 +214,8 @@ def test_failed_outputs_are_counted_by_kind_without_their_particulars():
             HEAD + "</svg>", HEAD + '<rect x="1e999" width="3" height="4"/></svg>',
             HEAD + '<circle cx="30" cy="30" r="9" fill="#3cb44b"/></svg>', None]
     results = render_many([s or "" for s in svgs], 56, viewbox=(0, 0, 64, 64))
-    assert failure_kinds(svgs, [r if s else None for s, r in zip(svgs, results, strict=True)]) == {
+    reasons = [failure_reason(r if s else None) for s, r in zip(svgs, results, strict=True)]
+    assert failure_kinds(reasons) == {
         "malformed XML: unclosed token": 2, "malformed XML: no element found": 1, "blank render": 1,
         "number out of range": 1, "no <svg> element": 1}
 
