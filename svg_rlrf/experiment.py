@@ -63,13 +63,17 @@ LEVEL_COLUMNS = ("mse", "ssim", "shapes_ratio", "colour_accuracy", "colour_preci
 """Per complexity level of the held-out shapes (level 1: one primitive, 2: two or three)."""
 
 
+def _eval_record(run_dir: Path, split: str) -> dict:
+    return json.loads((run_dir / "eval" / f"{split}.json").read_text())
+
+
 def run_metrics(run_dir: Path, split: str) -> dict[str, float]:
-    return json.loads((run_dir / "eval" / f"{split}.json").read_text())["metrics"]
+    return _eval_record(run_dir, split)["metrics"]
 
 
 def run_failures(run_dir: Path, split: str) -> dict[str, int]:
     """Outputs that did not render, by kind (empty for evals written before they were counted)."""
-    return json.loads((run_dir / "eval" / f"{split}.json").read_text()).get("failures") or {}
+    return _eval_record(run_dir, split).get("failures") or {}
 
 
 def _mean(values: list[float]) -> str:
