@@ -37,6 +37,7 @@ from robot.flight.model import (
     DEPTH_SIDE,
     AnyValueNet,
     ValueNet,
+    choice_targets,
     choose_action,
     coarse_depth,
     mirror_actions,
@@ -240,11 +241,17 @@ def photometric(images: Any, generator: Any, strength: float) -> Any:
 
 
 def fit(net: ValueNet, optimizer: Any, data: Batch, rng: np.random.Generator, *, epochs: int, batch_size: int,
-        mirror: bool = True, augment: float = 0.0, aux_weight: float = 0.0) -> dict[str, float]:
+        mirror: bool = True, augment: float = 0.0, aux_weight: float = 0.0, choice_weight: float = 0.0,
+        tie_tol: float = 0.02) -> dict[str, float]:
     """Regress `net` on `data` (binary cross-entropy against the soft labels); the mean loss of the last epoch.
     `augment` > 0 applies `photometric` changes of that strength to every training batch. `aux_weight` > 0
     adds that multiple of the mean squared error of the depth head against the coarse log-depth maps (the
-    network needs `aux_depth`, the data its depth maps)."""
+    network needs `aux_depth`, the data its depth maps). `choice_weight` > 0 adds that multiple of a
+    cross-entropy between the softmax of the value logits and the move the labels choose (`choice_targets`
+    with `tie_tol`): the value loss weighs every cell alike, most of them at states where every move is safe;
+    this term is zero wherever the network already ranks the chosen move first by a clear margin and
+    concentrates on the states where the choice matters. The softmax is monotone in the values, so the policy
+    (`choose_action` on the values) is unchanged in form."""
     import torch
 
     aux = aux_weight > 0
@@ -259,12 +266,13 @@ def fit(net: ValueNet, optimizer: Any, data: Batch, rng: np.random.Generator, *,
         obs = np.concatenate([obs, obs[:, :, ::-1]])
         labels = np.concatenate([labels, labels[:, flip]])
         depth = None if depth is None else np.concatenate([depth, depth[:, :, ::-1]])
+    choices = choice_targets(labels, net.k, tie_tol) if choice_weight > 0 else None
     n = len(obs)
     net.train()
-    last, last_depth = float("nan"), float("nan")
+    last, last_depth, last_choice = float("nan"), float("nan"), float("nan")
     for _ in range(epochs):
         order = rng.permutation(n)
-        total, total_depth, count = 0.0, 0.0, 0
+        total, total_depth, total_choice, count = 0.0, 0.0, 0.0, 0
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
             x = torch.from_numpy(np.ascontiguousarray(obs[idx]))
@@ -278,16 +286,24 @@ def fit(net: ValueNet, optimizer: Any, data: Batch, rng: np.random.Generator, *,
                 depth_loss = torch.nn.functional.mse_loss(depth_pred, target)
                 loss = value_loss + aux_weight * depth_loss
                 total_depth += depth_loss.item() * len(idx)
+            if choices is not None:
+                target = torch.from_numpy(choices[idx])
+                choice_loss = -(target * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
+                loss = loss + choice_weight * choice_loss
+                total_choice += choice_loss.item() * len(idx)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total += value_loss.item() * len(idx)
             count += len(idx)
-        last, last_depth = total / max(count, 1), total_depth / max(count, 1)
+        last, last_depth, last_choice = (total / max(count, 1), total_depth / max(count, 1),
+                                         total_choice / max(count, 1))
     net.eval()
     stats = {"fit/loss": last, "fit/samples": n}
     if aux:
         stats["fit/depth_loss"] = last_depth
+    if choices is not None:
+        stats["fit/choice_loss"] = last_choice
     return stats
 
 

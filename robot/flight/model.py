@@ -103,6 +103,20 @@ def choose_action(values: np.ndarray, k: int, tie_tol: float = 0.02) -> int:
     return int(values.argmax())  # unreachable: the best itself is within tolerance
 
 
+def choice_targets(labels: np.ndarray, k: int, tie_tol: float = 0.02) -> np.ndarray:
+    """(N, K*K) target distributions over the move `choose_action` would make on each label map: among the
+    cells within `tie_tol` of the best, those nearest the centre, shared equally (so a map where left and
+    right tie at the best teaches both halves, and mirrored maps teach the mirrored move)."""
+    labels = np.asarray(labels, dtype=np.float64).reshape(len(labels), k * k)
+    rows, cols = np.divmod(np.arange(k * k), k)
+    c = (k - 1) / 2
+    dist = (rows - c) ** 2 + (cols - c) ** 2
+    tied = labels >= labels.max(axis=1, keepdims=True) - tie_tol
+    near = np.where(tied, dist[None, :], np.inf)
+    chosen = near <= near.min(axis=1, keepdims=True)
+    return (chosen / chosen.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 def mirror_actions(k: int) -> np.ndarray:
     """Index map of the left-right mirror of the action grid (for flipped images)."""
     rows, cols = np.divmod(np.arange(k * k), k)

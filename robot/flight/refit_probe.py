@@ -1,18 +1,18 @@
 """Refit probe: how a fitting choice changes flight distance, on labels a run already collected.
 
     OMP_NUM_THREADS=1 python -m robot.flight.refit_probe runs/flight-table/cad2rl-seed{0,1,2} \\
-        --augment 0 1 [--widths 16 32] [--epochs 24] [--every 6] [--flights 60] [--fit-seeds 0]
+        --augment 0 1 [--widths 16 32] [--choices 0 1] [--epochs 24] [--every 6] [--flights 60] [--fit-seeds 0]
 
 Monte Carlo labels are the expensive part of training (minutes per round); a fitting choice (here the
-photometric augmentation strength `fit.augment`, or the network width `fit.width`) can be judged on a
-finished run's labels alone. For each run, augmentation strength, width (by default the run's own) and fit
-seed, a fresh network is fitted on all the run's labels (its last checkpoint) for `--epochs`, and every
-`--every` epochs it flies `--flights` validation worlds and as many held-out-texture worlds (seeds
-0..flights-1 of each split, the same for every fit).
+photometric augmentation strength `fit.augment`, the network width `fit.width`, or the weight of the choice
+loss `fit.choice`) can be judged on a finished run's labels alone. For each run, augmentation strength, width
+(by default the run's own), choice weight and fit seed, a fresh network is fitted on all the run's labels
+(its last checkpoint) for `--epochs`, and every `--every` epochs it flies `--flights` validation worlds and
+as many held-out-texture worlds (seeds 0..flights-1 of each split, the same for every fit).
 The labels were collected by the run's own policy, so this isolates fitting from collection: it is a
 probe, not the results table (``python -m robot.flight.experiment``).
 
-Prints one line per evaluation, then a table: per strength and width, the mean distance over the
+Prints one line per evaluation, then a table: per strength, width and choice weight, the mean distance over the
 evaluations from the second on (the first comes after a few epochs from scratch; with one evaluation, that
 one) and over runs and fit seeds.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 
 
 def refit(run_dir: Path, augment: float, fit_seed: int, epochs: int, every: int, flights: int,
-          width: int | None = None) -> list[dict]:
+          width: int | None = None, choice: float = 0.0) -> list[dict]:
     import numpy as np
     import torch
 
@@ -52,14 +52,15 @@ def refit(run_dir: Path, augment: float, fit_seed: int, epochs: int, every: int,
     try:
         for done in range(every, epochs + 1, every):
             stats = fit(net, optimizer, data, rng, epochs=every, batch_size=cfg.fit.batch_size,
-                        mirror=cfg.fit.mirror, augment=augment)
-            row = {"run": run_dir.name, "augment": augment, "width": width, "fit_seed": fit_seed, "epochs": done,
-                   "loss": stats["fit/loss"]}
+                        mirror=cfg.fit.mirror, augment=augment, choice_weight=choice, tie_tol=cfg.mc.tie_tol)
+            row = {"run": run_dir.name, "augment": augment, "width": width, "choice": choice, "fit_seed": fit_seed,
+                   "epochs": done, "loss": stats["fit/loss"]}
             for name, env in envs.items():
                 r = summarise([fly(env, policy_controller(net, cfg.mc.tie_tol), s) for s in range(flights)],
                               cfg.eval.success_m)
                 row[name], row[name + "_se"] = r["distance_m"], r["distance_se"]
-            print(f"{run_dir.name} augment={augment:g} width={width} fit_seed={fit_seed} epochs={done}: "
+            print(f"{run_dir.name} augment={augment:g} width={width} choice={choice:g} fit_seed={fit_seed} "
+                  f"epochs={done}: "
                   f"loss {row['loss']:.4f}, "
                   f"val {row['val']:.2f} ± {row['val_se']:.2f} m, held-out textures "
                   f"{row['heldout_textures']:.2f} ± {row['heldout_textures_se']:.2f} m", flush=True)
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--augment", type=float, nargs="+", default=[0.0, 1.0], help="strengths to compare")
     parser.add_argument("--widths", type=int, nargs="+", default=[None],
                         help="network widths to compare (default: each run's own fit.width)")
+    parser.add_argument("--choices", type=float, nargs="+", default=[0.0],
+                        help="weights of the choice loss (fit.choice) to compare")
     parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--every", type=int, default=6, help="epochs between evaluations")
     parser.add_argument("--flights", type=int, default=60, help="flights per world set and evaluation")
@@ -86,16 +89,20 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("need 1 <= --every <= --epochs")
     if any(w is not None and w < 1 for w in args.widths):
         parser.error("--widths must be positive")
+    if any(c < 0 for c in args.choices):
+        parser.error("--choices must be >= 0")
     rows = [row for run in args.runs for seed in args.fit_seeds for a in args.augment for w in args.widths
-            for row in refit(run, a, seed, args.epochs, args.every, args.flights, w)]
-    print("\n| augment | width | validation (m) | held-out textures (m) | fits |\n|---|---|---|---|---|")
+            for c in args.choices for row in refit(run, a, seed, args.epochs, args.every, args.flights, w, c)]
+    print("\n| augment | width | choice | validation (m) | held-out textures (m) | fits |\n|---|---|---|---|---|---|")
     skip = args.every if args.epochs > args.every else 0
     for a in args.augment:
         for w in sorted({r["width"] for r in rows}):
-            late = [r for r in rows if r["augment"] == a and r["width"] == w and r["epochs"] > skip]
-            fits = len({(r["run"], r["fit_seed"]) for r in late})
-            print(f"| {a:g} | {w} | {statistics.mean(r['val'] for r in late):.2f} | "
-                  f"{statistics.mean(r['heldout_textures'] for r in late):.2f} | {fits} |")
+            for c in args.choices:
+                late = [r for r in rows if r["augment"] == a and r["width"] == w and r["choice"] == c
+                        and r["epochs"] > skip]
+                fits = len({(r["run"], r["fit_seed"]) for r in late})
+                print(f"| {a:g} | {w} | {c:g} | {statistics.mean(r['val'] for r in late):.2f} | "
+                      f"{statistics.mean(r['heldout_textures'] for r in late):.2f} | {fits} |")
 
 
 if __name__ == "__main__":

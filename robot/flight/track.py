@@ -146,6 +146,10 @@ class FitConfig:
     aux_depth: float = 0.0
     """Weight of an auxiliary loss: a second head predicts the root image's coarse log-depth map from the
     simulator's depth buffer (privileged in training only; the policy never reads it). 0: no depth head."""
+    choice: float = 0.0
+    """Weight of a second loss on the value logits: cross-entropy between their softmax and the move the
+    labels choose (best value, ties within `mc.tie_tol` to the centre), so fitting spends its effort on the
+    states where the choice matters rather than on cells every move shares. 0: values alone."""
     members: int = 1
     """Value networks fitted on the same labels, each from its own initialisation and batch order; the policy
     flies the mean of their maps (an ensemble). Fitting costs this many times one network's. Measured with
@@ -165,6 +169,7 @@ class FitConfig:
         require(self.width >= 1, "fit.width", "must be >= 1")
         require(0 <= self.augment <= 1, "fit.augment", "must be in [0, 1]")
         require(self.aux_depth >= 0, "fit.aux_depth", "must be >= 0")
+        require(self.choice >= 0, "fit.choice", "must be >= 0")
         require(self.frames in (1, 2), "fit.frames", "must be 1 or 2")
         require(1 <= self.members <= 16, "fit.members", "must be in [1, 16]")
 
@@ -306,7 +311,8 @@ def train(cfg: FlightConfig, run: Any, resuming: bool) -> None:
             data = data.extend(batch)
             t0 = time.time()
             each = [fit(member, optimizer, data, rng, epochs=cfg.fit.epochs, batch_size=cfg.fit.batch_size,
-                        mirror=cfg.fit.mirror, augment=cfg.fit.augment, aux_weight=cfg.fit.aux_depth)
+                        mirror=cfg.fit.mirror, augment=cfg.fit.augment, aux_weight=cfg.fit.aux_depth,
+                        choice_weight=cfg.fit.choice, tie_tol=cfg.mc.tie_tol)
                     for member, optimizer in zip(members_of(net), optimizers, strict=True)]
             fit_stats = {key: float(np.mean([e[key] for e in each])) for key in each[0]}
             fit_stats["fit/seconds"] = time.time() - t0
