@@ -8,7 +8,15 @@ import torch
 
 from robot.flight.controllers import baseline, cell_clearance, depth_heuristic, oracle_controller, straight
 from robot.flight.mc import Batch, Flight, fit, fly, follow_heuristic, label_roots, photometric, summarise
-from robot.flight.model import DEPTH_SIDE, ValueNet, centre_order, choose_action, coarse_depth, mirror_actions
+from robot.flight.model import (
+    DEPTH_SIDE,
+    ValueNet,
+    centre_order,
+    choice_targets,
+    choose_action,
+    coarse_depth,
+    mirror_actions,
+)
 from sim.flight import IndoorFlightEnv
 from tests.sim.flight_worlds import pillar_world
 
@@ -198,6 +206,45 @@ def test_fit_learns_which_side_is_open(augment: float) -> None:
     assert stats["fit/loss"] < 0.5 * float(before)
     assert (v[left][:, 3] > v[left][:, 5]).mean() > 0.95
     assert (v[~left][:, 5] > v[~left][:, 3]).mean() > 0.95
+
+
+def test_choice_targets_are_the_move_choose_action_makes_with_its_ties_shared() -> None:
+    maps = np.array([[1, 1, 1, 1, 1, 1, 1, 1, 1],  # every move safe: straight
+                     [0, 0, 0, 1, 0.5, 0.99, 0, 0, 0],  # left and right tie (within 0.02), straight is worse
+                     [0, 0, 0.3, 0.2, 0.1, 0.25, 0, 0, 0.3],  # two corners tie: both corners
+                     [0.9, 1, 0.9, 0.9, 0.5, 0.9, 0.9, 0.9, 0.9]], np.float32)  # one best: up
+    t = choice_targets(maps, 3, tie_tol=0.02)
+    assert t.shape == (4, 9) and np.allclose(t.sum(1), 1)
+    assert t[0, 4] == 1 and set(np.flatnonzero(t[1])) == {3, 5} and set(np.flatnonzero(t[2])) == {2, 8}
+    assert t[3, 1] == 1
+    for m, row in zip(maps, t, strict=True):  # the move choose_action makes always carries weight
+        assert row[choose_action(m, 3, 0.02)] > 0
+    flip = mirror_actions(3)
+    assert np.allclose(choice_targets(maps[:, flip], 3), t[:, flip])  # mirrored maps teach the mirrored move
+
+
+def test_the_choice_loss_teaches_the_best_move_when_values_are_close() -> None:
+    # Bright-left images: left 1.0, right 0.9, straight 0.8 (and the mirror for bright-right). The chosen move
+    # must come out on top of the fitted map, and the choice loss must fall well below its start (log 9).
+    rng = np.random.default_rng(0)
+    n = 256
+    obs = rng.integers(0, 60, size=(n, 16, 16, 3)).astype(np.uint8)
+    left = rng.random(n) < 0.5
+    obs[left, :, :8] += 150
+    obs[~left, :, 8:] += 150
+    labels = np.full((n, 9), 0.5, np.float32)
+    labels[:, 4] = 0.8
+    labels[left, 3], labels[left, 5] = 1.0, 0.9
+    labels[~left, 5], labels[~left, 3] = 1.0, 0.9
+    torch.manual_seed(0)
+    net = ValueNet(3, 16, width=8)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    first = fit(net, opt, Batch(obs, labels), rng, epochs=1, batch_size=32, choice_weight=1.0)
+    last = fit(net, opt, Batch(obs, labels), rng, epochs=15, batch_size=32, choice_weight=1.0)
+    assert first["fit/choice_loss"] > 1.0 and last["fit/choice_loss"] < 0.3 * first["fit/choice_loss"]
+    chosen = np.array([choose_action(v, 3) for v in net.values(obs)])
+    assert (chosen[left] == 3).mean() > 0.95 and (chosen[~left] == 5).mean() > 0.95
+    assert "fit/choice_loss" not in fit(net, opt, Batch(obs, labels), rng, epochs=1, batch_size=32)
 
 
 def test_photometric_changes_colours_not_geometry() -> None:

@@ -154,7 +154,7 @@ def test_a_start_inside_the_mesh_is_refused(trained, tmp_path) -> None:
     ("env.renderer=opengl", "env.renderer"), ("fit.augment=2", "fit.augment"), ("fit.aux_depth=-1", "fit.aux_depth"),
     ("mc.follow=expert", "mc.follow"), ("mc.margin_m=-0.1", "mc.margin_m"), ("mc.margin_mix=1.5", "mc.margin_mix"),
     ("fit.frames=3", "fit.frames"), ("fit.frames=2", "fit.frames"),  # 2 frames with policy-following branches
-    ("fit.members=0", "fit.members"),
+    ("fit.members=0", "fit.members"), ("fit.choice=-0.5", "fit.choice"),
 ])
 def test_config_errors_name_the_key(override, key) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -162,10 +162,13 @@ def test_config_errors_name_the_key(override, key) -> None:
 
 
 def test_a_two_frame_network_trains_on_stacked_images_and_flies(tmp_path) -> None:
+    # Also the fitting options that change only the loss or the data: augmentation and the choice loss.
     run_dir = tmp_path / "frames"
     cfg = _cfg("fit.frames=2", "mc.follow=heuristic", "mc.margin_m=0.2", "fit.augment=0.5", "eval.videos=0",
-               "eval.baselines=[straight]")
+               "eval.baselines=[straight]", "fit.choice=0.5")
     _train(run_dir, cfg)
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any(row.get("fit/choice_loss", 0) > 0 for row in logged)
     meta = json.loads((run_dir / "final" / "policy.json").read_text())
     assert meta["net"]["frames"] == 2
     tensors, _ = load_checkpoint(list_checkpoints(run_dir / "checkpoints")[-1][1])
