@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -165,26 +166,31 @@ def _label_roots(env: Any, roots: list, horizon: int, follow: Callable[[Any, lis
 def collect(env: Any, net: AnyValueNet | None, n_roots: int, rng: np.random.Generator, *, horizon: int, stride: int,
             epsilon: float, tie_tol: float, follow: Callable[[Any, list], list[int]] | None, max_steps: int = 400,
             progress: Callable[[int], None] | None = None, margin_m: float = 0.0,
-            margin_mix: float = 0.5, frames: int = 1) -> tuple[Batch, dict[str, float]]:
+            margin_mix: float = 0.5, frames: int = 1, near_end: int = 0) -> tuple[Batch, dict[str, float]]:
     """Fly episodes in new training worlds until `n_roots` labelled roots; (batch, stats).
 
     `net` steers the flights (None: straight, with random turns at rate `epsilon`); `follow` is the batched
     policy the branches follow after their first step (`follow_policy`, `follow_heuristic`; None: straight);
     `margin_m` and `margin_mix` as in `label_roots`. `frames=2` keeps each root's previous camera image with
     it (`stack_frames`), for a two-frame network; branches must then not follow a policy that reads images.
+    `near_end` > 0 also makes every state of the last `near_end` steps before a collision a root (besides
+    every `stride`-th), so the labels dwell where a move decided the flight (`collect/dense_roots` counts them).
     """
     obs_list, label_list, depth_list = [], [], []
-    flown, episodes, t0, have = [], 0, time.time(), 0
+    flown, episodes, t0, have, dense = [], 0, time.time(), 0, 0
     n_actions = env.k * env.k
     while have < n_roots:
         obs, _ = env.reset(seed=int(rng.integers(2**31)))
         roots, images, depths, previous = [], [], [], None
+        recent: deque = deque(maxlen=near_end)  # (state, image, depth buffer) of the last near_end steps' non-roots
         for t in range(max_steps):
             seen = stack_frames(previous, obs, frames)
             if t % stride == 0:
                 roots.append(env.snapshot())
                 images.append(seen)
                 depths.append(coarse_depth(env.depth))
+            if near_end:
+                recent.append(None if t % stride == 0 else (env.snapshot(), seen, env.depth))
             if rng.random() < epsilon:
                 action = int(rng.integers(n_actions))
             elif net is None:
@@ -197,6 +203,15 @@ def collect(env: Any, net: AnyValueNet | None, n_roots: int, rng: np.random.Gene
                 break
         flown.append(info["distance_m"])
         episodes += 1
+        if near_end and info.get("collision") is not None:
+            # Every state of the last near_end steps before a collision is a root: where a move decides
+            # whether the flight goes on (the strided roots among them are in already).
+            kept = [entry for entry in recent if entry is not None]
+            for state, image, depth in kept:
+                roots.append(state)
+                images.append(image)
+                depths.append(coarse_depth(depth))
+            dense += max(0, min(len(roots), n_roots - have) - (len(roots) - len(kept)))  # those kept below
         roots, images, depths = roots[:n_roots - have], images[:n_roots - have], depths[:n_roots - have]
         have += len(roots)
         label_list.append(label_roots(env, roots, horizon, follow, margin_m, margin_mix))
@@ -209,6 +224,8 @@ def collect(env: Any, net: AnyValueNet | None, n_roots: int, rng: np.random.Gene
              "collect/label_mean": float(batch.labels.mean()),
              "collect/label_ties": float(np.mean((batch.labels >= batch.labels.max(1, keepdims=True) - 1e-6).sum(1))),
              "collect/seconds": time.time() - t0}
+    if near_end:
+        stats["collect/dense_roots"] = dense
     return batch, stats
 
 

@@ -119,6 +119,9 @@ class MCConfig:
     so moves that keep their distance from walls score above moves that scrape past. 0: plain labels."""
     margin_mix: float = 0.5
     """Weight of the cautious label when `margin_m` > 0."""
+    near_end: int = 0
+    """Also label every state of the last this-many steps before each collision of the collecting flights
+    (besides every `stride`-th state): where a move decided the flight. 0: strided states only."""
 
     def __post_init__(self) -> None:
         require(self.iterations >= 0, "mc.iterations", "must be >= 0")
@@ -128,6 +131,7 @@ class MCConfig:
         require(0 <= self.epsilon <= 1 and 0 <= self.epsilon_first <= 1, "mc.epsilon", "must be in [0, 1]")
         require(0 <= self.margin_m <= 2, "mc.margin_m", "must be in [0, 2] metres")
         require(0 <= self.margin_mix <= 1, "mc.margin_mix", "must be in [0, 1]")
+        require(0 <= self.near_end <= 100, "mc.near_end", "must be in [0, 100] steps")
 
 
 @dataclass
@@ -309,7 +313,8 @@ def train(cfg: FlightConfig, run: Any, resuming: bool) -> None:
             batch, stats = collect(env, None if first else net, n_roots, rng, horizon=cfg.mc.horizon,
                                    stride=cfg.mc.stride, epsilon=cfg.mc.epsilon_first if first else cfg.mc.epsilon,
                                    tie_tol=cfg.mc.tie_tol, follow=follow, progress=bar.update,
-                                   margin_m=cfg.mc.margin_m, margin_mix=cfg.mc.margin_mix, frames=cfg.fit.frames)
+                                   margin_m=cfg.mc.margin_m, margin_mix=cfg.mc.margin_mix, frames=cfg.fit.frames,
+                                   near_end=cfg.mc.near_end)
             bar.close()
             data = data.extend(batch)
             t0 = time.time()

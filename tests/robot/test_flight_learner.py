@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from robot.flight.controllers import baseline, cell_clearance, depth_heuristic, oracle_controller, straight
-from robot.flight.mc import Batch, Flight, fit, fly, follow_heuristic, label_roots, photometric, summarise
+from robot.flight.mc import Batch, Flight, collect, fit, fly, follow_heuristic, label_roots, photometric, summarise
 from robot.flight.model import (
     DEPTH_SIDE,
     ValueNet,
@@ -136,6 +136,21 @@ def test_cautious_labels_fly_a_wider_body_and_blend_in(pillar) -> None:
     mixed = label_roots(pillar, [root], horizon=12, follow=None, margin_m=0.4, margin_mix=0.25)[0]
     assert np.allclose(mixed, 0.75 * plain + 0.25 * cautious)
     assert np.array_equal(label_roots(pillar, [root], horizon=12, follow=None, margin_m=0.0, margin_mix=1.0)[0], plain)
+
+
+def test_near_end_labels_every_state_before_a_collision(pillar) -> None:
+    # Straight into the pillar 2 m ahead (a collision within 4 steps) with one strided root, the start:
+    # near_end=2 adds the two states before the collision, whose straight moves are worth less and less, the
+    # last one nothing (by then no move clears the pillar; at the start a turn does). Without it, the start is
+    # the only root of an episode.
+    kwargs = dict(horizon=6, stride=1000, epsilon=0.0, tie_tol=0.02, follow=None)
+    batch, stats = collect(pillar, None, 3, np.random.default_rng(0), near_end=2, **kwargs)
+    assert len(batch) == 3 and stats["collect/episodes"] == 1 and stats["collect/dense_roots"] == 2
+    straight = batch.labels[:, 4]
+    assert straight[0] > straight[1] > straight[2] == 0.0 and batch.labels[0].max() == 1.0
+    assert not np.array_equal(batch.obs[1], batch.obs[2])
+    _, stats = collect(pillar, None, 2, np.random.default_rng(0), **kwargs)
+    assert stats["collect/episodes"] == 2 and "collect/dense_roots" not in stats
 
 
 def test_a_straight_follow_lookahead_acts_on_exact_first_round_labels(pillar) -> None:

@@ -154,7 +154,7 @@ def test_a_start_inside_the_mesh_is_refused(trained, tmp_path) -> None:
     ("env.renderer=opengl", "env.renderer"), ("fit.augment=2", "fit.augment"), ("fit.aux_depth=-1", "fit.aux_depth"),
     ("mc.follow=expert", "mc.follow"), ("mc.margin_m=-0.1", "mc.margin_m"), ("mc.margin_mix=1.5", "mc.margin_mix"),
     ("fit.frames=3", "fit.frames"), ("fit.frames=2", "fit.frames"),  # 2 frames with policy-following branches
-    ("fit.members=0", "fit.members"), ("fit.choice=-0.5", "fit.choice"),
+    ("fit.members=0", "fit.members"), ("fit.choice=-0.5", "fit.choice"), ("mc.near_end=-1", "mc.near_end"),
 ])
 def test_config_errors_name_the_key(override, key) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
