@@ -257,28 +257,32 @@ def test_choice_probe_flies_several_runs_as_one_ensemble(trained, tmp_path, caps
         probe([str(trained[0]), "--ensemble"])
 
 
-def test_refit_probe_compares_augmentation_on_a_runs_labels(trained, tmp_path, capsys) -> None:
+def test_refit_probe_compares_augmentation_and_choice_weights_on_a_runs_labels(trained, tmp_path, capsys) -> None:
     from robot.flight.refit_probe import main as probe
 
     run_dir, _ = trained
-    args = [str(run_dir), "--augment", "0", "1", "--epochs", "2", "--every", "1", "--flights", "2"]
+    args = [str(run_dir), "--augment", "0", "1", "--choices", "0", "0.5", "--epochs", "1", "--every", "1",
+            "--flights", "2"]
     probe(args)
     out = capsys.readouterr().out
     width = yaml.safe_load((run_dir / "config.yaml").read_text())["fit"]["width"]
-    assert out.count("epochs=") == 4 and f"augment=1 width={width} fit_seed=0 epochs=2" in out
+    assert out.count("epochs=") == 4 and f"augment=1 width={width} choice=0.5 fit_seed=0 epochs=1" in out
     table = out[out.index("| augment |"):].splitlines()
-    assert [line.split("|")[1].strip() for line in table[2:]] == ["0", "1"]
+    assert [line.split("|")[1].strip() for line in table[2:]] == ["0", "0", "1", "1"]
+    assert [line.split("|")[3].strip() for line in table[2:]] == ["0", "0.5", "0", "0.5"]
     assert all(line.split("|")[2].strip() == str(width) for line in table[2:])
-    assert all(line.split("|")[5].strip() == "1" for line in table[2:])
+    assert all(line.split("|")[6].strip() == "1" for line in table[2:])
     probe(args)  # the same fits and flights again: the same numbers
     assert capsys.readouterr().out == out
     probe([str(run_dir), "--augment", "0", "--widths", "4", "8", "--epochs", "1", "--every", "1", "--flights", "2"])
     out = capsys.readouterr().out
-    assert "width=4 fit_seed=0" in out and "width=8 fit_seed=0" in out
+    assert "width=4 choice=0 fit_seed=0" in out and "width=8 choice=0 fit_seed=0" in out
     table = out[out.index("| augment |"):].splitlines()
     assert [line.split("|")[2].strip() for line in table[2:]] == ["4", "8"]
     with pytest.raises(SystemExit):
         probe([str(run_dir), "--widths", "0"])
+    with pytest.raises(SystemExit):
+        probe([str(run_dir), "--choices", "-1"])
     bare = tmp_path / "bare"
     bare.mkdir()
     shutil.copy(run_dir / "config.yaml", bare / "config.yaml")
