@@ -121,7 +121,9 @@ class MCConfig:
     """Weight of the cautious label when `margin_m` > 0."""
     near_end: int = 0
     """Also label every state of the last this-many steps before each collision of the collecting flights
-    (besides every `stride`-th state): where a move decided the flight. 0: strided states only."""
+    (besides every `stride`-th state): where a move decided the flight. 0: strided states only. Measured (one
+    seed, 8 steps with stride 4; docs/results.md): 27.8 m on 200 held-out worlds against 32.3 m without; many
+    such states are past saving, every move failing."""
 
     def __post_init__(self) -> None:
         require(self.iterations >= 0, "mc.iterations", "must be >= 0")
