@@ -118,10 +118,12 @@ def score_outputs(svgs: list[str | None], items: list[dict], targets: list[Any],
 def failure_kind(reason: str | None) -> str:
     """A failure reason without its particulars (positions, values): ``malformed XML: unclosed token: line 1,
     column 40`` -> ``malformed XML: unclosed token``; ``number out of range (r='1e999')`` -> ``number out of
-    range``."""
+    range``; ``root <svg> is in namespace 'http://x', not ...`` -> ``root <svg> is in namespace`` (a quoted value
+    is a particular, and its colons must not split the kind)."""
     import re
 
     text = re.sub(r"\s*\(.*$", "", str(reason or "unknown").strip())
+    text = re.sub(r"\s*['\"].*$", "", text)
     text = re.sub(r":\s*line \d+.*$", "", text)
     parts = [p.strip() for p in text.split(":") if p.strip()]
     return ": ".join(parts[:2]) if parts else "unknown"

@@ -212,12 +212,15 @@ def test_failed_outputs_are_counted_by_kind_without_their_particulars():
             HEAD + '<rect x="1" y="1" width="9" height="9" fill="red"/><rect x="2"',  # the same, elsewhere
             HEAD + '<rect x="1" y="1" width="30" height="30" fill="red"/>',  # cut off before </svg>
             HEAD + "</svg>", HEAD + '<rect x="1e999" width="3" height="4"/></svg>',
-            HEAD + '<circle cx="30" cy="30" r="9" fill="#3cb44b"/></svg>', None]
+            HEAD + '<circle cx="30" cy="30" r="9" fill="#3cb44b"/></svg>', None,
+            # two mangled namespaces (seen in policy output): one kind, not split at the colons of their URLs
+            '<svg xmlns="http://www.w3 0 64" viewBox="0 0 64 64"><rect width="9" height="9"/></svg>',
+            '<svg xmlns="http://www.w3.org/" viewBox="0 0 64 64"><rect width="9" height="9"/></svg>']
     results = render_many([s or "" for s in svgs], 56, viewbox=(0, 0, 64, 64))
     reasons = [failure_reason(r if s else None) for s, r in zip(svgs, results, strict=True)]
     assert failure_kinds(reasons) == {
-        "malformed XML: unclosed token": 2, "malformed XML: no element found": 1, "blank render": 1,
-        "number out of range": 1, "no <svg> element": 1}
+        "malformed XML: unclosed token": 2, "root <svg> is in namespace": 2, "malformed XML: no element found": 1,
+        "blank render": 1, "number out of range": 1, "no <svg> element": 1}
 
 
 def test_a_users_dataset_with_a_broken_image_loses_that_row_only(tmp_path):
