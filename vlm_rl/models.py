@@ -90,6 +90,11 @@ class TinyVLMConfig:
     """Images with fewer pixels are upscaled (112 x 112 gives 16 visual tokens)."""
     max_pixels: int = 112 * 112 * 4
     """Images with more pixels are downscaled (224 x 224 gives 64 visual tokens)."""
+    rope_theta: float = 1.0e6
+    """Base of the language model's 3-D rotary position (Qwen2.5-VL's 1e6). Qwen2.5-VL gives time the highest
+    rotary frequencies, then height, then width; at a head size of 32 and 1e6 the width section turns by
+    about 1e-3 radians across 8 visual tokens, so a smaller base is what lets a tiny model tell columns apart
+    by position (see docs/results.md, svg sixth round)."""
 
     def __post_init__(self) -> None:
         require(self.hidden_size % self.num_heads == 0, "hidden_size", "must be divisible by num_heads")
@@ -105,6 +110,7 @@ class TinyVLMConfig:
         factor = self.patch_size * self.spatial_merge_size
         require(self.min_pixels >= factor * factor, "min_pixels", f"must be >= {factor}^2 (one visual token)")
         require(self.max_pixels >= self.min_pixels, "max_pixels", "must be >= min_pixels")
+        require(self.rope_theta > 1, "rope_theta", "must be > 1")
         for key in ("num_layers", "vision_depth", "patch_size", "spatial_merge_size", "temporal_patch_size",
                     "max_positions", "intermediate_size", "vision_intermediate_size"):
             require(getattr(self, key) > 0, key, "must be positive")
@@ -178,7 +184,8 @@ def _model_config(cfg: TinyVLMConfig, tokenizer: Any) -> Any:
         num_attention_heads=cfg.num_heads,
         num_key_value_heads=cfg.num_kv_heads,
         max_position_embeddings=cfg.max_positions,
-        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": cfg.mrope_section},
+        rope_parameters={"rope_type": "default", "rope_theta": float(cfg.rope_theta),
+                         "mrope_section": cfg.mrope_section},
         bos_token_id=tokenizer.pad_token_id,  # Qwen's configs name <|endoftext|> as bos; it is never prepended
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

@@ -62,7 +62,18 @@ def test_config_is_validated_with_the_key_named() -> None:
         TinyVLMConfig(num_heads=4, num_kv_heads=3)
     with pytest.raises(ConfigError, match="max_pixels"):
         TinyVLMConfig(min_pixels=112 * 112, max_pixels=56 * 56)
+    with pytest.raises(ConfigError, match="rope_theta"):
+        TinyVLMConfig(rope_theta=0.5)
     assert sum(CFG.mrope_section) == CFG.hidden_size // CFG.num_heads // 2
+
+
+def test_the_rotary_base_reaches_the_model_config() -> None:
+    from vlm_rl.models import _model_config, default_corpus, train_vlm_tokenizer
+
+    tok = train_vlm_tokenizer(default_corpus(), TinyVLMConfig().vocab_size)
+    for theta in (1.0e6, 100.0):
+        rope = _model_config(TinyVLMConfig(rope_theta=theta), tok).text_config.rope_parameters
+        assert rope["rope_theta"] == theta and rope["mrope_section"] == [4, 6, 6]
 
 
 def test_round_trip_keeps_weights_processor_and_template(built, loaded) -> None:
