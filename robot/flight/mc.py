@@ -265,10 +265,9 @@ def fit(net: ValueNet, optimizer: Any, data: Batch, rng: np.random.Generator, *,
     adds that multiple of the mean squared error of the depth head against the coarse log-depth maps (the
     network needs `aux_depth`, the data its depth maps). `choice_weight` > 0 adds that multiple of a
     cross-entropy between the softmax of the value logits and the move the labels choose (`choice_targets`
-    with `tie_tol`): the value loss weighs every cell alike, most of them at states where every move is safe;
-    this term is zero wherever the network already ranks the chosen move first by a clear margin and
-    concentrates on the states where the choice matters. The softmax is monotone in the values, so the policy
-    (`choose_action` on the values) is unchanged in form."""
+    with `tie_tol`), meant to put the fitting's effort on the decision rather than on cells every move shares.
+    Measured, it hurts (`FitConfig.choice`): where every move is safe the chosen move is straight, and the term
+    drives the straight logit above turns that are just as safe, flattening the map's safe/fatal contrast."""
     import torch
 
     aux = aux_weight > 0
