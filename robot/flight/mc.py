@@ -203,16 +203,16 @@ def collect(env: Any, net: AnyValueNet | None, n_roots: int, rng: np.random.Gene
                 break
         flown.append(info["distance_m"])
         episodes += 1
+        strided = len(roots)
         if near_end and info.get("collision") is not None:
             # Every state of the last near_end steps before a collision is a root: where a move decides
             # whether the flight goes on (the strided roots among them are in already).
-            kept = [entry for entry in recent if entry is not None]
-            for state, image, depth in kept:
+            for state, image, depth in (entry for entry in recent if entry is not None):
                 roots.append(state)
                 images.append(image)
                 depths.append(coarse_depth(depth))
-            dense += max(0, min(len(roots), n_roots - have) - (len(roots) - len(kept)))  # those kept below
         roots, images, depths = roots[:n_roots - have], images[:n_roots - have], depths[:n_roots - have]
+        dense += max(0, len(roots) - strided)
         have += len(roots)
         label_list.append(label_roots(env, roots, horizon, follow, margin_m, margin_mix))
         obs_list.append(np.stack(images))
