@@ -198,17 +198,24 @@ def test_baselines_on_the_pillar(pillar) -> None:
         baseline("wall-follow")
 
 
+def _half_lit(rng: np.random.Generator, n: int, right_too: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(n dark 16 x 16 images with a bright left half where `left`, else (`right_too`) a bright right half, left)."""
+    obs = rng.integers(0, 60, size=(n, 16, 16, 3)).astype(np.uint8)
+    left = rng.random(n) < 0.5
+    obs[left, :, :8] += 150
+    if right_too:
+        obs[~left, :, 8:] += 150
+    return obs, left
+
+
 @pytest.mark.parametrize("augment", [0.0, 1.0])
 def test_fit_learns_which_side_is_open(augment: float) -> None:
     # Images bright on the left half mean "left is free" (labels of column 0 high), and vice versa. The
     # photometric augmentation keeps which half is brighter, so the network learns it either way.
     rng = np.random.default_rng(0)
     n = 256
-    obs = rng.integers(0, 60, size=(n, 16, 16, 3)).astype(np.uint8)
+    obs, left = _half_lit(rng, n)
     labels = np.zeros((n, 9), np.float32)
-    left = rng.random(n) < 0.5
-    obs[left, :, :8] += 150
-    obs[~left, :, 8:] += 150
     labels[np.ix_(left, [0, 3, 6])] = 1.0
     labels[np.ix_(~left, [2, 5, 8])] = 1.0
     torch.manual_seed(0)
@@ -243,10 +250,7 @@ def test_the_choice_loss_teaches_the_best_move_when_values_are_close() -> None:
     # must come out on top of the fitted map, and the choice loss must fall well below its start (log 9).
     rng = np.random.default_rng(0)
     n = 256
-    obs = rng.integers(0, 60, size=(n, 16, 16, 3)).astype(np.uint8)
-    left = rng.random(n) < 0.5
-    obs[left, :, :8] += 150
-    obs[~left, :, 8:] += 150
+    obs, left = _half_lit(rng, n)
     labels = np.full((n, 9), 0.5, np.float32)
     labels[:, 4] = 0.8
     labels[left, 3], labels[left, 5] = 1.0, 0.9
@@ -299,9 +303,7 @@ def test_fit_with_the_auxiliary_depth_head_learns_the_depth_maps() -> None:
     # The depth map is a function of the image (left half near when the left half is bright).
     rng = np.random.default_rng(0)
     n = 128
-    obs = rng.integers(0, 60, size=(n, 16, 16, 3)).astype(np.uint8)
-    left = rng.random(n) < 0.5
-    obs[left, :, :8] += 150
+    obs, left = _half_lit(rng, n, right_too=False)
     depth = np.full((n, DEPTH_SIDE, DEPTH_SIDE), np.log(5.0), np.float32)
     depth[left, :, :4] = np.log(0.5)
     data = Batch(obs, np.full((n, 9), 0.5, np.float32), depth)
