@@ -122,8 +122,7 @@ def failure_kind(reason: str | None) -> str:
     is a particular, and its colons must not split the kind)."""
     import re
 
-    text = re.sub(r"\s*\(.*$", "", str(reason or "unknown").strip())
-    text = re.sub(r"\s*['\"].*$", "", text)
+    text = re.sub(r"\s*[('\"].*$", "", str(reason or "unknown").strip())  # from a bracket or a quote on
     text = re.sub(r":\s*line \d+.*$", "", text)
     parts = [p.strip() for p in text.split(":") if p.strip()]
     return ": ".join(parts[:2]) if parts else "unknown"
