@@ -2,8 +2,9 @@
 
 RLRF adds a semantic similarity (DreamSim, CLIP) to its pixel and edge rewards, so that a render that looks
 like the target scores well even where its pixels are off. Here any transformers image model in a local
-folder serves (`AutoModel` + `AutoImageProcessor`): CLIP or SigLIP (their ``get_image_features``), DINOv2
-or a ViT (the pooled output, else the mean of the last hidden states). Nothing is downloaded: the folder
+folder serves (`AutoModel` + `AutoImageProcessor`): CLIP or SigLIP (their ``get_image_features``), a
+vision tower saved with its projection (``CLIPVisionModelWithProjection`` and the like: its ``image_embeds``),
+DINOv2 or a ViT (the pooled output, else the mean of the last hidden states). Nothing is downloaded: the folder
 must exist (``reward.semantic_model``), or the run stops before its first step with the path named.
 
 The score of a render is ``cos(e(render), e(target))`` in [-1, 1]; target embeddings are cached by key
@@ -25,10 +26,16 @@ class SemanticSimilarity:
         if not folder.is_dir():
             raise FileNotFoundError(f"reward.semantic_model: {folder} is not a folder (a local transformers "
                                     "image model: CLIP, SigLIP, DINOv2 ...; nothing is downloaded)")
-        from transformers import AutoImageProcessor, AutoModel
+        import transformers
+        from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
         try:
-            self.model = AutoModel.from_pretrained(folder).to(device).eval()
+            # AutoModel maps a vision tower saved with its projection to the tower alone and drops the
+            # projection; the class the folder names keeps it.
+            arch = (getattr(AutoConfig.from_pretrained(folder), "architectures", None) or [""])[0]
+            cls = getattr(transformers, arch) if arch.endswith("WithProjection") and hasattr(transformers, arch) \
+                else AutoModel
+            self.model = cls.from_pretrained(folder).to(device).eval()
             self.processor = AutoImageProcessor.from_pretrained(folder)
         except (OSError, ValueError, KeyError) as err:
             raise ValueError(f"reward.semantic_model: {folder} does not load as a transformers image model "
@@ -54,7 +61,9 @@ class SemanticSimilarity:
                 else:
                     out = self.model(pixel_values=pixels)
                 if not isinstance(out, torch.Tensor):
-                    pooled = getattr(out, "pooler_output", None)
+                    pooled = getattr(out, "image_embeds", None)
+                    if pooled is None:
+                        pooled = getattr(out, "pooler_output", None)
                     out = pooled if pooled is not None else out.last_hidden_state.mean(dim=1)
                 chunks.append(torch.nn.functional.normalize(out.float().reshape(len(pixels), -1), dim=-1).cpu())
         return torch.cat(chunks) if chunks else torch.zeros(0, 0)

@@ -1,6 +1,6 @@
 """The svg reward's semantic term (svg_rlrf.semantic): a local image model's embeddings, cosine similarity of
-render and target. The models are tiny, built here from configs (CLIP's get_image_features, DINOv2's pooled
-output); nothing is downloaded."""
+render and target. The models are tiny, built here from configs (a CLIP vision tower with its projection, a
+whole CLIP, DINOv2); nothing is downloaded."""
 
 from __future__ import annotations
 
@@ -70,6 +70,39 @@ def test_semantic_term_is_one_for_the_target_and_less_for_another_drawing(model_
     total = sum((0.5, 0.25, 1.0, 0.1, 1.0))  # pixel, edge, colour_iou, length, semantic
     assert other.overall == pytest.approx((plain.overall * (total - 1.0) + other.components["semantic"]) / total)
     assert len(reward.semantic._targets) == 1  # the target was embedded once
+
+
+def test_each_kind_of_folder_gives_its_models_image_embedding(tmp_path):
+    """A vision tower saved with its projection keeps it (AutoModel alone would drop it), a whole CLIP embeds
+    through get_image_features, DINOv2 through its pooled output."""
+    import numpy as np
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from svg_rlrf.semantic import SemanticSimilarity
+
+    torch.manual_seed(0)
+    images = [np.full((56, 56, 3), 255, np.uint8), np.zeros((56, 56, 3), np.uint8)]
+    images[1][10:40, 5:30] = (230, 25, 75)
+    tiny = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+    CLIPModel(CLIPConfig(text_config=tiny, vision_config={**tiny, "image_size": 56, "patch_size": 14},
+                         projection_dim=16)).save_pretrained(tmp_path / "whole")
+    CLIPImageProcessor(size={"shortest_edge": 56},
+                       crop_size={"height": 56, "width": 56}).save_pretrained(tmp_path / "whole")
+    for folder, want, cls in ((_clip(tmp_path / "tower"), "image_embeds", "CLIPVisionModelWithProjection"),
+                              (tmp_path / "whole", "get_image_features", "CLIPModel"),
+                              (_dinov2(tmp_path / "dinov2"), "pooler_output", "Dinov2Model")):
+        sim = SemanticSimilarity(folder)
+        assert type(sim.model).__name__ == cls
+        pixels = sim.processor(images=images, return_tensors="pt")["pixel_values"]
+        with torch.inference_mode():
+            if want == "get_image_features":
+                out = sim.model.get_image_features(pixel_values=pixels)
+                out = out if isinstance(out, torch.Tensor) else out.pooler_output
+            else:
+                out = getattr(sim.model(pixel_values=pixels), want)
+        assert out.shape[-1] == (32 if want == "pooler_output" else 16), folder
+        torch.testing.assert_close(sim.embed(images), torch.nn.functional.normalize(out.float(), dim=-1))
 
 
 def test_a_semantic_model_that_is_not_there_stops_the_run_naming_the_key(tmp_path):
