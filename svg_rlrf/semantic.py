@@ -33,8 +33,8 @@ class SemanticSimilarity:
             # AutoModel maps a vision tower saved with its projection to the tower alone and drops the
             # projection; the class the folder names keeps it.
             arch = (getattr(AutoConfig.from_pretrained(folder), "architectures", None) or [""])[0]
-            cls = getattr(transformers, arch) if arch.endswith("WithProjection") and hasattr(transformers, arch) \
-                else AutoModel
+            named = arch.endswith("WithProjection") and "Vision" in arch and hasattr(transformers, arch)
+            cls = getattr(transformers, arch) if named else AutoModel
             self.model = cls.from_pretrained(folder).to(device).eval()
             self.processor = AutoImageProcessor.from_pretrained(folder)
         except (OSError, ValueError, KeyError) as err:
