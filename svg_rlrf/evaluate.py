@@ -185,9 +185,11 @@ def evaluate_run(req: EvalRequest) -> dict[str, float]:
 
     from shared.tracking import read_metrics
     from shared.tracking.run import Run
+    from svg_rlrf.render import require_renderer
     from svg_rlrf.rewards import TargetCache
     from svg_rlrf.track import build_setup, load_data, token_counter
 
+    require_renderer("rlab eval")
     cfg = _run_config(req.run_dir)
     data = load_data(cfg.data)
     setup = build_setup(cfg, data)

@@ -55,12 +55,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import math
 import multiprocessing
 import os
 import re
 import selectors
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -852,6 +854,30 @@ def _shared_pool(workers: int | None, preload: tuple[str, ...] = ()) -> RenderPo
                 atexit.register(_close_shared)
                 _atexit_registered = True
         return pool
+
+
+@functools.lru_cache(maxsize=1)
+def renderer_problem() -> str | None:
+    """Why SVGs cannot be rendered on this machine, or None: the cairosvg package, or the cairo library that it
+    loads, is missing. Checked once per process, in a child process (this one stays free of cairo)."""
+    try:
+        proc = subprocess.run([sys.executable, "-c", "import cairocffi, cairosvg"], capture_output=True, text=True,
+                              timeout=START_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"cairosvg could not be checked ({type(err).__name__}: {err})"
+    if proc.returncode == 0:
+        return None
+    last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+    return (f"cairosvg cannot render on this machine ({_short(last, 160)}): it needs the cairosvg package and the "
+            "cairo library (Debian/Ubuntu: apt-get install libcairo2)")
+
+
+def require_renderer(what: str) -> None:
+    """Raise, naming `what` and the cause, where SVGs cannot be rendered (a missing cairo would otherwise fail
+    every render one by one, each scored as a failed sample)."""
+    problem = renderer_problem()
+    if problem:
+        raise RuntimeError(f"{what} renders SVGs, but {problem}")
 
 
 def render_many(svgs: Sequence[str | bytes], size: int, *, viewbox: Sequence[float] | None = None,

@@ -238,10 +238,16 @@ def build_setup(cfg: SVGConfig, data: SVGData | None = None, runtime: Any = None
     from shared.lm.runtime import build_runtime, prepare_model
     from shared.lm.setup import LMSetup
     from shared.tracking.rng import seed_everything
+    from svg_rlrf.render import renderer_problem
     from svg_rlrf.rewards import RenderReward
     from vlm_rl.inputs import encode_vlm_prompts, slice_vlm_extras
     from vlm_rl.models import vlm_banned_ids
 
+    problem = renderer_problem()
+    if problem and cfg.train.steps > 0 and cfg.rl.algorithm != "sft":
+        raise RuntimeError(f"RLRF's reward renders every sample, but {problem}")
+    if problem:  # a warm-up (or SFT) trains without rendering; only its evaluations need it
+        log.warning("%s; the evaluations during training will score every output -1 (render failed)", problem)
     runtime = runtime if runtime is not None else build_runtime(cfg.system, cfg.model.dtype)
     seed_everything(cfg.train.seed)
     data = data if data is not None else load_data(cfg.data)

@@ -435,8 +435,9 @@ def ink_fraction(image: np.ndarray) -> float:
 
 def render_targets(codes: Sequence[str], canvas: int, image_size: int) -> list[tuple[np.ndarray | None, str | None]]:
     """(image, None) per code, or (None, reason): ``render_failed: ...`` or ``blank``."""
-    from svg_rlrf.render import render_many
+    from svg_rlrf.render import render_many, require_renderer
 
+    require_renderer("writing the dataset's target images")
     frame = (0.0, 0.0, float(canvas), float(canvas))
     out: list[tuple[np.ndarray | None, str | None]] = []
     for result in render_many(list(codes), image_size, viewbox=frame):

@@ -56,6 +56,41 @@ def test_config_errors_name_the_key(override, key):
         load_config(SVGConfig, "default", [override], CONFIGS_DIR)
 
 
+def test_a_machine_that_cannot_render_is_named_before_anything_runs(tmp_path, monkeypatch, caplog):
+    """Without cairo every render would fail one by one, each a -1 sample: RLRF, rlab eval and data generation
+    refuse at once, naming the cause; a warm-up (which renders nothing) only warns about its evaluations."""
+    from shared.tracks import EvalRequest
+    from svg_rlrf import render
+    from svg_rlrf.data.synthetic import render_targets
+    from svg_rlrf.evaluate import evaluate_run
+    from svg_rlrf.track import build_setup
+
+    assert render.renderer_problem() is None  # this machine renders
+    blocked = tmp_path / "blocked" / "cairosvg"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text("raise ImportError('no cairo here')\n")
+    code = "from svg_rlrf.render import renderer_problem; print(renderer_problem())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": f"{blocked.parent}:{Path.cwd()}", "PATH": "/usr/bin:/bin"})
+    assert "cairosvg cannot render on this machine (ImportError: no cairo here)" in proc.stdout, proc.stderr
+    assert "apt-get install libcairo2" in proc.stdout
+
+    problem = "cairosvg cannot render on this machine (OSError: no library called 'cairo-2' was found)"
+    monkeypatch.setattr(render, "renderer_problem", lambda: problem)
+    with pytest.raises(RuntimeError, match=r"RLRF's reward renders every sample, but cairosvg cannot render"):
+        build_setup(_config(tmp_path / "data", f"model.path={tmp_path}", name="rlrf"))
+    with pytest.raises(RuntimeError, match=r"rlab eval renders SVGs, but cairosvg cannot render"):
+        evaluate_run(EvalRequest(tmp_path / "run"))
+    with pytest.raises(RuntimeError, match=r"writing the dataset's target images renders SVGs, but cairosvg"):
+        render_targets([HEAD + "</svg>"], 64, 56)
+    monkeypatch.setattr(render, "renderer_problem", lambda: None)
+    data = load_data(_config(tmp_path / "data").data)  # generated while rendering works
+    monkeypatch.setattr(render, "renderer_problem", lambda: problem)
+    with caplog.at_level("WARNING", logger="svg_rlrf.track"):
+        setup = build_setup(_config(tmp_path / "data", "train.steps=0"), data)
+    assert setup.model is not None and "evaluations during training will score every output -1" in caplog.text
+
+
 # ------------------------------------------------------------------------------------ data, tokenizer
 
 
