@@ -1,0 +1,164 @@
+"""Where an evaluated run puts its shapes: each output's primitives matched to the reference's, per level.
+
+The image metrics say how far a render is from its target; they do not say why. Here each output of
+``rlab eval`` (``eval/<split>.outputs.jsonl``) is parsed and its primitives are matched to the reference's
+by their centres (the assignment with the least total distance, so drawing the right shapes in another
+order is not counted as misplacing them). Per complexity level:
+
+- ``same_count``: outputs with as many primitives as the reference;
+- ``centre_error``: mean ``|dx| + |dy|`` between matched primitives' bounding-box centres, in canvas units
+  (``centre_median`` its median);
+- ``kind_right`` / ``fill_right``: matched primitives with the reference's tag / fill;
+- ``order_kept``: outputs with the reference's count whose best matching keeps the reference's order.
+
+    python -m svg_rlrf.placement runs/svg-table/rlrf_shapes-seed0 [RUN ...] [--split test]
+
+Bounding boxes come from the primitives' geometry attributes (a path's from all the numbers in its ``d``,
+control points included); transforms are not applied (levels 1 and 2 have none). Outputs that are not
+well-formed or fail the renderer's checks count as having no primitives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+COLUMNS = ("items", "same_count", "centre_error", "centre_median", "kind_right", "fill_right", "order_kept")
+
+
+@dataclass(frozen=True)
+class Primitive:
+    tag: str
+    centre: tuple[float, float]
+    fill: str | None
+
+
+def _num(attrs: dict[str, str], key: str) -> float:
+    match = _NUMBER.match(attrs.get(key, "0").strip())
+    return float(match.group()) if match else 0.0
+
+
+def _box_centre(tag: str, a: dict[str, str]) -> tuple[float, float] | None:
+    if tag == "rect":
+        return _num(a, "x") + _num(a, "width") / 2, _num(a, "y") + _num(a, "height") / 2
+    if tag in ("circle", "ellipse"):
+        return _num(a, "cx"), _num(a, "cy")
+    if tag == "line":
+        return (_num(a, "x1") + _num(a, "x2")) / 2, (_num(a, "y1") + _num(a, "y2")) / 2
+    if tag in ("polygon", "polyline", "path"):
+        values = [float(v) for v in _NUMBER.findall(a.get("points" if tag != "path" else "d", ""))]
+        xs, ys = values[0::2], values[1::2]
+        if not ys:
+            return None
+        return (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+    return None
+
+
+def primitives(code: str | None, canvas: int = 64) -> list[Primitive]:
+    """The drawing primitives of `code` in document order; none where it is not a well-formed, safe SVG."""
+    from svg_rlrf.render import SvgError, sanitize_svg
+
+    if not isinstance(code, str):
+        return []
+    try:
+        root = ET.fromstring(sanitize_svg(code, size=canvas, viewbox=(0, 0, canvas, canvas)))
+    except (SvgError, ET.ParseError, ValueError):
+        return []
+    out = []
+    for el in root.iter():
+        tag = str(el.tag).rsplit("}", 1)[-1].lower()
+        centre = _box_centre(tag, el.attrib)
+        if centre is not None:
+            out.append(Primitive(tag, centre, el.attrib.get("fill")))
+    return out
+
+
+def match(out: Sequence[Primitive], ref: Sequence[Primitive]) -> list[tuple[int, int]]:
+    """Pairs (output index, reference index) with the least total centre distance (min of the two counts)."""
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    if not out or not ref:
+        return []
+    cost = np.array([[abs(o.centre[0] - r.centre[0]) + abs(o.centre[1] - r.centre[1]) for r in ref] for o in out])
+    rows, cols = linear_sum_assignment(cost)
+    return [(int(i), int(j)) for i, j in zip(rows, cols, strict=True)]
+
+
+def placement(outputs: Sequence[str | None], references: Sequence[str], levels: Sequence[int],
+              canvas: int = 64) -> dict[str, dict[str, float]]:
+    """The columns above per level (``level1`` ...) and for all items (``all``)."""
+    groups: dict[str, list[tuple[list[Primitive], list[Primitive]]]] = {}
+    for code, ref, level in zip(outputs, references, levels, strict=True):
+        pair = (primitives(code, canvas), primitives(ref, canvas))
+        groups.setdefault(f"level{level}", []).append(pair)
+        groups.setdefault("all", []).append(pair)
+    table = {}
+    for name, pairs in sorted(groups.items()):
+        errors, kinds, fills, order, same = [], [], [], [], 0
+        for out, ref in pairs:
+            pairs_ = match(out, ref)
+            for i, j in pairs_:
+                errors.append(abs(out[i].centre[0] - ref[j].centre[0]) + abs(out[i].centre[1] - ref[j].centre[1]))
+                kinds.append(out[i].tag == ref[j].tag)
+                fills.append(out[i].fill == ref[j].fill)
+            if len(out) == len(ref):
+                same += 1
+                order.append(all(i == j for i, j in pairs_))
+        nan = float("nan")
+        table[name] = {
+            "items": float(len(pairs)), "same_count": same / len(pairs),
+            "centre_error": statistics.fmean(errors) if errors else nan,
+            "centre_median": statistics.median(errors) if errors else nan,
+            "kind_right": statistics.fmean(kinds) if kinds else nan,
+            "fill_right": statistics.fmean(fills) if fills else nan,
+            "order_kept": statistics.fmean(order) if order else nan,
+        }
+    return table
+
+
+def run_placement(run_dir: Path, split: str = "test") -> dict[str, dict[str, float]]:
+    """`placement` of an evaluated run's outputs on `split` against that split's references."""
+    from shared.config import load_config
+    from svg_rlrf.track import SVGConfig, load_data
+
+    path = Path(run_dir) / "eval" / f"{split}.outputs.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `rlab eval {run_dir} --split {split}` first")
+    outputs = {row["id"]: row.get("svg") for row in map(json.loads, path.read_text().splitlines())}
+    cfg = load_config(SVGConfig, Path(run_dir) / "config.yaml")
+    items = [item for item in load_data(cfg.data).split(split) if item["id"] in outputs]
+    if not items:
+        raise ValueError(f"none of {path}'s ids is in split {split!r} of the run's data")
+    return placement([outputs[item["id"]] for item in items], [str(item["answer"]) for item in items],
+                     [int(item["meta"].get("complexity", 0)) for item in items], cfg.data.canvas)
+
+
+def _fmt(column: str, value: float) -> str:
+    if value != value:
+        return "-"
+    return f"{value:.0f}" if column == "items" else f"{value:.1f}" if column.startswith("centre") else f"{value:.2f}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m svg_rlrf.placement", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="evaluated svg run folders")
+    parser.add_argument("--split", default="test")
+    args = parser.parse_args(argv)
+    print("| run | level | " + " | ".join(COLUMNS) + " |")
+    print("|---" * (len(COLUMNS) + 2) + "|")
+    for run in args.runs:
+        for level, row in run_placement(run, args.split).items():
+            print(f"| {run} | {level} | " + " | ".join(_fmt(c, row[c]) for c in COLUMNS) + " |")
+
+
+if __name__ == "__main__":
+    main()
