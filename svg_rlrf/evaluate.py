@@ -12,7 +12,9 @@ per complexity level (``level<k>/...``):
 - hedging (is a gain real reconstruction?): ``area_ratio`` (canvas drawn over the target's),
   ``colour_accuracy`` (target pixels whose colour the output gets right, in place), ``colour_precision``
   (the output's flat fills in one of the target's colours, wherever they are), ``shapes_ratio`` (primitives
-  per output over the target's), ``distinct_outputs`` (share of different SVGs among the outputs).
+  per output over the target's), ``distinct_outputs`` (share of different SVGs among the outputs);
+- placement (`svg_rlrf.placement`: the output's primitives matched to the reference's by centre): ``same_count``,
+  ``centre_error`` (canvas units), ``kind_right`` (a rectangle drawn for an ellipse is wrong), ``fill_right``.
 
 Outputs that did not render are counted by kind of failure (``failures`` in ``eval/<split>.json``, e.g.
 ``{"malformed XML": 12, "blank render": 3, "no <svg> element": 1}``; `failure_kinds`); every output, with its
@@ -185,6 +187,8 @@ def evaluate_run(req: EvalRequest) -> dict[str, float]:
 
     from shared.tracking import read_metrics
     from shared.tracking.run import Run
+    from svg_rlrf.placement import EVAL_METRICS as PLACEMENT_METRICS
+    from svg_rlrf.placement import placement
     from svg_rlrf.render import require_renderer
     from svg_rlrf.rewards import TargetCache
     from svg_rlrf.track import build_setup, load_data, token_counter
@@ -204,6 +208,9 @@ def evaluate_run(req: EvalRequest) -> dict[str, float]:
     rows, images, failures, reasons = score_outputs(svgs, items, targets, count)
     levels = [(item.get("meta") or {}).get("complexity") for item in items]
     result = {f"model/{k}": v for k, v in summarise(rows, levels, svgs).items()}
+    for group, row in placement(svgs, [str(it["answer"]) for it in items], levels).items():
+        prefix = "model/" if group == "all" else f"model/{group}/"
+        result.update({prefix + key: row[key] for key in PLACEMENT_METRICS})
     vec_svgs = vectorizer_outputs(targets, items)
     vec_rows, vec_images, _, _ = score_outputs(list(vec_svgs), items, targets, count)
     result.update({f"vectorizer/{k}": v for k, v in summarise(vec_rows, levels, list(vec_svgs)).items()})

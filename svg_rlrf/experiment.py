@@ -16,7 +16,9 @@ not render by kind) go to stdout and ``<out>/table.md``; a gallery of the first 
 Columns per split: MSE and SSIM (lower / higher is better), edge L2, render success, tokens per output and
 the reference's, and the hedging checks against the targets: area drawn / target's, colour accuracy
 (target pixels drawn in their colour, in place), colour precision (the output's fills in one of the target's
-colours, anywhere), shapes per output / target's, distinct outputs.
+colours, anywhere), shapes per output / target's, the output's primitives of the target's kind (matched by
+centre, `svg_rlrf.placement`; evals from before 2026-11-28 show "-"), distinct outputs. Per level also the
+matched primitives' centre error in canvas units.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ WARMUP = "warmup_long"  # the default warm-up config (4500 SFT steps); --warmup 
 DEFAULT_CONFIGS = ("rlrf", "rlrf_shapes", "sft_more")
 SPLITS = ("test", "icons")
 COLUMNS = ("mse", "ssim", "edge_l2", "render_success", "tokens", "ref_tokens", "area_ratio", "colour_accuracy",
-           "colour_precision", "shapes_ratio", "distinct_outputs")
+           "colour_precision", "shapes_ratio", "kind_right", "distinct_outputs")
 CURVES = ["reward", "reward/svg/rendered", "reward/svg/colour_iou", "reward/svg/pixel", "reward/svg/shapes",
           "reward/svg/length", "completion_len", "sampled_entropy", "eval/test/mean@1"]
 
@@ -59,7 +61,8 @@ def run_job(out: Path, config: str, seed: int, overrides: list[str], warmup: str
     return run_dir
 
 
-LEVEL_COLUMNS = ("mse", "ssim", "shapes_ratio", "colour_accuracy", "colour_precision", "tokens", "ref_tokens")
+LEVEL_COLUMNS = ("mse", "ssim", "shapes_ratio", "colour_accuracy", "colour_precision", "centre_error", "kind_right",
+                 "tokens", "ref_tokens")
 """Per complexity level of the held-out shapes (level 1: one primitive, 2: two or three)."""
 
 

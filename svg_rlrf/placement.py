@@ -31,6 +31,8 @@ from pathlib import Path
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 COLUMNS = ("items", "same_count", "centre_error", "centre_median", "kind_right", "fill_right", "order_kept")
+EVAL_METRICS = ("same_count", "centre_error", "kind_right", "fill_right")
+"""The columns `rlab eval` adds to a run's metrics (``model/kind_right``, ``model/level2/centre_error`` ...)."""
 
 
 @dataclass(frozen=True)
@@ -92,13 +94,15 @@ def match(out: Sequence[Primitive], ref: Sequence[Primitive]) -> list[tuple[int,
     return [(int(i), int(j)) for i, j in zip(rows, cols, strict=True)]
 
 
-def placement(outputs: Sequence[str | None], references: Sequence[str], levels: Sequence[int],
+def placement(outputs: Sequence[str | None], references: Sequence[str], levels: Sequence[int | None],
               canvas: int = 64) -> dict[str, dict[str, float]]:
-    """The columns above per level (``level1`` ...) and for all items (``all``)."""
+    """The columns above per level (``level1`` ...; items without a level count in ``all`` only) and for all
+    items (``all``)."""
     groups: dict[str, list[tuple[list[Primitive], list[Primitive]]]] = {}
     for code, ref, level in zip(outputs, references, levels, strict=True):
         pair = (primitives(code, canvas), primitives(ref, canvas))
-        groups.setdefault(f"level{level}", []).append(pair)
+        if level is not None:
+            groups.setdefault(f"level{level}", []).append(pair)
         groups.setdefault("all", []).append(pair)
     table = {}
     for name, pairs in sorted(groups.items()):

@@ -229,6 +229,8 @@ def test_eval_cli_reports_metrics_baselines_and_writes_comparisons(trained):
                     "blank/mse"):
             assert key in metrics and np.isfinite(metrics[key]), key
         assert "model/colour_precision" in metrics  # NaN when nothing the model drew rendered
+        assert 0 <= metrics["model/same_count"] <= 1 and "model/kind_right" in metrics  # NaN if nothing matched
+        assert split == "icons" or "model/level1/centre_error" in metrics
         assert metrics["blank/render_success"] == 0.0 and metrics["blank/area_ratio"] == 0.0
         failures = json.loads((trained / "eval" / f"{split}.json").read_text())["failures"]
         assert sum(failures.values()) == round(4 * (1 - metrics["model/render_success"]))
