@@ -11,7 +11,7 @@ order is not counted as misplacing them). Per complexity level:
 - ``kind_right`` / ``fill_right``: matched primitives with the reference's tag / fill;
 - ``order_kept``: outputs with the reference's count whose best matching keeps the reference's order.
 
-    python -m svg_rlrf.placement runs/svg-table/rlrf_shapes-seed0 [RUN ...] [--split test]
+    python -m svg_rlrf.placement runs/svg-table/rlrf_shapes-seed0 [RUN ...] [--split test] [--chance]
 
 Bounding boxes come from the primitives' geometry attributes (a path's from all the numbers in its ``d``,
 control points included); transforms are not applied (levels 1 and 2 have none). Outputs that are not
@@ -28,6 +28,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 COLUMNS = ("items", "same_count", "centre_error", "centre_median", "kind_right", "fill_right", "order_kept")
@@ -128,21 +129,51 @@ def placement(outputs: Sequence[str | None], references: Sequence[str], levels: 
     return table
 
 
-def run_placement(run_dir: Path, split: str = "test") -> dict[str, dict[str, float]]:
-    """`placement` of an evaluated run's outputs on `split` against that split's references."""
+def chance(references: Sequence[str], levels: Sequence[int | None], shuffles: int = 5,
+           canvas: int = 64) -> dict[str, dict[str, float]]:
+    """The floor: `placement` of each item's answer taken from another item of its level (the mean over
+    `shuffles` seeded shuffles), what a model that draws a plausible image unrelated to its input scores."""
+    import random
+
+    runs = []
+    for seed in range(shuffles):
+        rng = random.Random(seed)
+        answers = list(references)
+        for level in set(levels):
+            where = [i for i, lv in enumerate(levels) if lv == level]
+            moved = [references[i] for i in where]
+            rng.shuffle(moved)
+            for i, code in zip(where, moved, strict=True):
+                answers[i] = code
+        runs.append(placement(answers, references, levels, canvas))
+    return {group: {key: statistics.fmean(run[group][key] for run in runs) for key in COLUMNS} for group in runs[0]}
+
+
+def _run_items(run_dir: Path, split: str) -> tuple[list[dict], Any]:
     from shared.config import load_config
     from svg_rlrf.track import SVGConfig, load_data
 
+    cfg = load_config(SVGConfig, Path(run_dir) / "config.yaml")
+    return load_data(cfg.data).split(split), cfg
+
+
+def run_placement(run_dir: Path, split: str = "test") -> dict[str, dict[str, float]]:
+    """`placement` of an evaluated run's outputs on `split` against that split's references."""
     path = Path(run_dir) / "eval" / f"{split}.outputs.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run `rlab eval {run_dir} --split {split}` first")
     outputs = {row["id"]: row.get("svg") for row in map(json.loads, path.read_text().splitlines())}
-    cfg = load_config(SVGConfig, Path(run_dir) / "config.yaml")
-    items = [item for item in load_data(cfg.data).split(split) if item["id"] in outputs]
+    all_items, cfg = _run_items(run_dir, split)
+    items = [item for item in all_items if item["id"] in outputs]
     if not items:
         raise ValueError(f"none of {path}'s ids is in split {split!r} of the run's data")
     return placement([outputs[item["id"]] for item in items], [str(item["answer"]) for item in items],
-                     [int(item["meta"].get("complexity", 0)) for item in items], cfg.data.canvas)
+                     [_level(item) for item in items], cfg.data.canvas)
+
+
+def _level(item: dict) -> int | None:
+    level = (item.get("meta") or {}).get("complexity")
+    return None if level is None else int(level)
 
 
 def _fmt(column: str, value: float) -> str:
@@ -156,12 +187,21 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="evaluated svg run folders")
     parser.add_argument("--split", default="test")
+    parser.add_argument("--chance", action="store_true",
+                        help="also print the floor: each item's answer scored against another item's of its level")
     args = parser.parse_args(argv)
     print("| run | level | " + " | ".join(COLUMNS) + " |")
     print("|---" * (len(COLUMNS) + 2) + "|")
     for run in args.runs:
         for level, row in run_placement(run, args.split).items():
             print(f"| {run} | {level} | " + " | ".join(_fmt(c, row[c]) for c in COLUMNS) + " |")
+    if args.chance:
+        items, cfg = _run_items(args.runs[0], args.split)
+        floor = chance([str(item["answer"]) for item in items], [_level(item) for item in items],
+                       canvas=cfg.data.canvas)
+        for level, row in floor.items():
+            cells = " | ".join(_fmt(c, row[c]) for c in COLUMNS)
+            print(f"| chance (another item's answer) | {level} | {cells} |")
 
 
 if __name__ == "__main__":

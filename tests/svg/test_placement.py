@@ -9,7 +9,7 @@ import math
 import pytest
 
 from shared.config import load_config, to_yaml
-from svg_rlrf.placement import main, match, placement, primitives
+from svg_rlrf.placement import chance, main, match, placement, primitives
 from svg_rlrf.track import CONFIGS_DIR, SVGConfig, load_data
 
 HEAD = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64">'
@@ -47,6 +47,15 @@ def test_matching_ignores_drawing_order_and_the_table_counts_per_level():
     assert nothing["same_count"] == 0 and math.isnan(nothing["centre_error"])
 
 
+def test_chance_scores_answers_taken_from_other_items_of_the_same_level():
+    same = HEAD + RECT + "</svg>"
+    floor = chance([same, same, HEAD + CIRCLE + "</svg>"], [1, 1, 2])
+    assert floor["level1"]["centre_error"] == 0.0 and floor["level1"]["fill_right"] == 1.0  # only same swapped in
+    assert floor["level2"]["centre_error"] == 0.0 and floor["all"]["items"] == 3  # a level of one keeps its own
+    far = [HEAD + RECT.replace('x="4"', f'x="{x}"') + "</svg>" for x in (0, 40)]
+    assert chance(far, [1, 1], shuffles=20)["level1"]["centre_error"] == pytest.approx(20, abs=12)  # swapped or not
+
+
 def test_cli_reads_a_runs_outputs_against_its_splits_references(tmp_path, capsys):
     cfg = load_config(SVGConfig, "default", [f"data.cache_dir={tmp_path / 'data'}", "data.n_train=8", "data.n_val=4",
                                             "data.n_test=6", "data.icons=2", "data.image_size=56"], CONFIGS_DIR)
@@ -56,8 +65,9 @@ def test_cli_reads_a_runs_outputs_against_its_splits_references(tmp_path, capsys
     (run / "config.yaml").write_text(to_yaml(cfg))
     rows = [{"id": item["id"], "svg": item["answer"] if i % 2 == 0 else None} for i, item in enumerate(items)]
     (run / "eval" / "test.outputs.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    main([str(run)])
+    main([str(run), "--chance"])
     out = capsys.readouterr().out
+    assert sum(line.startswith("| chance (another item's answer) |") for line in out.splitlines()) == 3
     assert out.splitlines()[0].startswith("| run | level | items | same_count | centre_error")
     line = next(row for row in out.splitlines() if "| all |" in row)
     assert line.split("|")[3].strip() == "6" and line.split("|")[4].strip() == "0.50"  # half the outputs are right
