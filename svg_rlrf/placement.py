@@ -95,38 +95,55 @@ def match(out: Sequence[Primitive], ref: Sequence[Primitive]) -> list[tuple[int,
     return [(int(i), int(j)) for i, j in zip(rows, cols, strict=True)]
 
 
+@dataclass(frozen=True)
+class _Scored:
+    """One output against its reference: the matched pairs' centre errors, kinds and fills right."""
+
+    errors: list[float]
+    kinds: list[bool]
+    fills: list[bool]
+    same_count: bool
+    order_kept: bool
+
+
+def _score(out: Sequence[Primitive], ref: Sequence[Primitive]) -> _Scored:
+    pairs = match(out, ref)
+    return _Scored([abs(out[i].centre[0] - ref[j].centre[0]) + abs(out[i].centre[1] - ref[j].centre[1])
+                    for i, j in pairs],
+                   [out[i].tag == ref[j].tag for i, j in pairs], [out[i].fill == ref[j].fill for i, j in pairs],
+                   len(out) == len(ref), all(i == j for i, j in pairs))
+
+
+def _summary(scored: Sequence[_Scored]) -> dict[str, float]:
+    def mean(values: list) -> float:
+        return statistics.fmean(values) if values else float("nan")
+
+    errors = [e for s in scored for e in s.errors]
+    return {
+        "items": float(len(scored)), "same_count": sum(s.same_count for s in scored) / len(scored),
+        "centre_error": mean(errors), "centre_median": statistics.median(errors) if errors else float("nan"),
+        "kind_right": mean([k for s in scored for k in s.kinds]),
+        "fill_right": mean([f for s in scored for f in s.fills]),
+        "order_kept": mean([s.order_kept for s in scored if s.same_count]),
+    }
+
+
+def _table(outputs: Sequence[list[Primitive]], references: Sequence[list[Primitive]],
+           levels: Sequence[int | None]) -> dict[str, dict[str, float]]:
+    scored = [_score(out, ref) for out, ref in zip(outputs, references, strict=True)]
+    groups: dict[str, list[_Scored]] = {"all": scored}
+    for item, level in zip(scored, levels, strict=True):
+        if level is not None:
+            groups.setdefault(f"level{level}", []).append(item)
+    return {name: _summary(items) for name, items in sorted(groups.items())}
+
+
 def placement(outputs: Sequence[str | None], references: Sequence[str], levels: Sequence[int | None],
               canvas: int = 64) -> dict[str, dict[str, float]]:
     """The columns above per level (``level1`` ...; items without a level count in ``all`` only) and for all
     items (``all``)."""
-    groups: dict[str, list[tuple[list[Primitive], list[Primitive]]]] = {}
-    for code, ref, level in zip(outputs, references, levels, strict=True):
-        pair = (primitives(code, canvas), primitives(ref, canvas))
-        if level is not None:
-            groups.setdefault(f"level{level}", []).append(pair)
-        groups.setdefault("all", []).append(pair)
-    table = {}
-    for name, pairs in sorted(groups.items()):
-        errors, kinds, fills, order, same = [], [], [], [], 0
-        for out, ref in pairs:
-            pairs_ = match(out, ref)
-            for i, j in pairs_:
-                errors.append(abs(out[i].centre[0] - ref[j].centre[0]) + abs(out[i].centre[1] - ref[j].centre[1]))
-                kinds.append(out[i].tag == ref[j].tag)
-                fills.append(out[i].fill == ref[j].fill)
-            if len(out) == len(ref):
-                same += 1
-                order.append(all(i == j for i, j in pairs_))
-        nan = float("nan")
-        table[name] = {
-            "items": float(len(pairs)), "same_count": same / len(pairs),
-            "centre_error": statistics.fmean(errors) if errors else nan,
-            "centre_median": statistics.median(errors) if errors else nan,
-            "kind_right": statistics.fmean(kinds) if kinds else nan,
-            "fill_right": statistics.fmean(fills) if fills else nan,
-            "order_kept": statistics.fmean(order) if order else nan,
-        }
-    return table
+    return _table([primitives(code, canvas) for code in outputs], [primitives(ref, canvas) for ref in references],
+                  levels)
 
 
 def chance(references: Sequence[str], levels: Sequence[int | None], shuffles: int = 5,
@@ -135,17 +152,18 @@ def chance(references: Sequence[str], levels: Sequence[int | None], shuffles: in
     `shuffles` seeded shuffles), what a model that draws a plausible image unrelated to its input scores."""
     import random
 
+    parsed = [primitives(ref, canvas) for ref in references]
     runs = []
     for seed in range(shuffles):
         rng = random.Random(seed)
-        answers = list(references)
+        answers = list(parsed)
         for level in set(levels):
             where = [i for i, lv in enumerate(levels) if lv == level]
-            moved = [references[i] for i in where]
+            moved = [parsed[i] for i in where]
             rng.shuffle(moved)
-            for i, code in zip(where, moved, strict=True):
-                answers[i] = code
-        runs.append(placement(answers, references, levels, canvas))
+            for i, prims in zip(where, moved, strict=True):
+                answers[i] = prims
+        runs.append(_table(answers, parsed, levels))
     return {group: {key: statistics.fmean(run[group][key] for run in runs) for key in COLUMNS} for group in runs[0]}
 
 
