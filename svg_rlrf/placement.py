@@ -9,7 +9,13 @@ order is not counted as misplacing them). Per complexity level:
 - ``centre_error``: mean ``|dx| + |dy|`` between matched primitives' bounding-box centres, in canvas units
   (``centre_median`` its median);
 - ``kind_right`` / ``fill_right``: matched primitives with the reference's tag / fill;
-- ``order_kept``: outputs with the reference's count whose best matching keeps the reference's order.
+- ``order_kept``: outputs with the reference's count whose best matching keeps the reference's order;
+- ``first_error`` / ``first_to_ink`` (references of two or more primitives): the distance from the output's
+  first primitive to the reference's first (generated shapes are drawn largest first) / to the centre of all
+  the reference's ink (its primitives' centres weighted by their bounding-box areas); ``reference_to_ink``
+  is the reference's own first primitive's distance to that centre, what ``first_to_ink`` is when the first
+  shape is in its place. A model that reads where the ink is, not each object, has ``first_to_ink`` well
+  below ``reference_to_ink``.
 
     python -m svg_rlrf.placement runs/svg-table/rlrf_shapes-seed0 [RUN ...] [--split test] [--chance]
 
@@ -31,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
-COLUMNS = ("items", "same_count", "centre_error", "centre_median", "kind_right", "fill_right", "order_kept")
+COLUMNS = ("items", "same_count", "centre_error", "centre_median", "kind_right", "fill_right", "order_kept",
+           "first_error", "first_to_ink", "reference_to_ink")
 EVAL_METRICS = ("same_count", "centre_error", "kind_right", "fill_right")
 """The columns `rlab eval` adds to a run's metrics (``model/kind_right``, ``model/level2/centre_error`` ...)."""
 
@@ -41,6 +48,8 @@ class Primitive:
     tag: str
     centre: tuple[float, float]
     fill: str | None
+    area: float = 0.0
+    """Of the bounding box, in square canvas units (0 for a line)."""
 
 
 def _num(attrs: dict[str, str], key: str) -> float:
@@ -48,19 +57,24 @@ def _num(attrs: dict[str, str], key: str) -> float:
     return float(match.group()) if match else 0.0
 
 
-def _box_centre(tag: str, a: dict[str, str]) -> tuple[float, float] | None:
+def _box(tag: str, a: dict[str, str]) -> tuple[float, float, float, float] | None:
+    """(x0, y0, x1, y1) of a primitive from its geometry attributes; None for what has none."""
     if tag == "rect":
-        return _num(a, "x") + _num(a, "width") / 2, _num(a, "y") + _num(a, "height") / 2
+        x, y = _num(a, "x"), _num(a, "y")
+        return x, y, x + _num(a, "width"), y + _num(a, "height")
     if tag in ("circle", "ellipse"):
-        return _num(a, "cx"), _num(a, "cy")
+        rx = _num(a, "r") if tag == "circle" else _num(a, "rx")
+        ry = _num(a, "r") if tag == "circle" else _num(a, "ry")
+        return _num(a, "cx") - rx, _num(a, "cy") - ry, _num(a, "cx") + rx, _num(a, "cy") + ry
     if tag == "line":
-        return (_num(a, "x1") + _num(a, "x2")) / 2, (_num(a, "y1") + _num(a, "y2")) / 2
+        xs, ys = (_num(a, "x1"), _num(a, "x2")), (_num(a, "y1"), _num(a, "y2"))
+        return min(xs), min(ys), max(xs), max(ys)
     if tag in ("polygon", "polyline", "path"):
         values = [float(v) for v in _NUMBER.findall(a.get("points" if tag != "path" else "d", ""))]
         xs, ys = values[0::2], values[1::2]
         if not ys:
             return None
-        return (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+        return min(xs), min(ys), max(xs), max(ys)
     return None
 
 
@@ -77,9 +91,11 @@ def primitives(code: str | None, canvas: int = 64) -> list[Primitive]:
     out = []
     for el in root.iter():
         tag = str(el.tag).rsplit("}", 1)[-1].lower()
-        centre = _box_centre(tag, el.attrib)
-        if centre is not None:
-            out.append(Primitive(tag, centre, el.attrib.get("fill")))
+        box = _box(tag, el.attrib)
+        if box is not None:
+            x0, y0, x1, y1 = box
+            area = 0.0 if tag == "line" else abs(x1 - x0) * abs(y1 - y0)
+            out.append(Primitive(tag, ((x0 + x1) / 2, (y0 + y1) / 2), el.attrib.get("fill"), area))
     return out
 
 
@@ -104,14 +120,32 @@ class _Scored:
     fills: list[bool]
     same_count: bool
     order_kept: bool
+    first_error: float | None = None
+    first_to_ink: float | None = None
+    reference_to_ink: float | None = None
+
+
+def _distance(a: tuple[float, float], b: tuple[float, float]) -> float:
+    return abs(a[0] - b[0]) + abs(a[1] - b[1])
+
+
+def ink_centre(prims: Sequence[Primitive]) -> tuple[float, float]:
+    """The centre of `prims`' ink: their centres weighted by area (equally where no primitive has an area)."""
+    weights = [p.area for p in prims] if any(p.area > 0 for p in prims) else [1.0] * len(prims)
+    total = sum(weights)
+    return (sum(w * p.centre[0] for w, p in zip(weights, prims, strict=True)) / total,
+            sum(w * p.centre[1] for w, p in zip(weights, prims, strict=True)) / total)
 
 
 def _score(out: Sequence[Primitive], ref: Sequence[Primitive]) -> _Scored:
     pairs = match(out, ref)
-    return _Scored([abs(out[i].centre[0] - ref[j].centre[0]) + abs(out[i].centre[1] - ref[j].centre[1])
-                    for i, j in pairs],
+    first = out and len(ref) > 1
+    return _Scored([_distance(out[i].centre, ref[j].centre) for i, j in pairs],
                    [out[i].tag == ref[j].tag for i, j in pairs], [out[i].fill == ref[j].fill for i, j in pairs],
-                   len(out) == len(ref), all(i == j for i, j in pairs))
+                   len(out) == len(ref), all(i == j for i, j in pairs),
+                   _distance(out[0].centre, ref[0].centre) if first else None,
+                   _distance(out[0].centre, ink_centre(ref)) if first else None,
+                   _distance(ref[0].centre, ink_centre(ref)) if first else None)
 
 
 def _summary(scored: Sequence[_Scored]) -> dict[str, float]:
@@ -125,6 +159,9 @@ def _summary(scored: Sequence[_Scored]) -> dict[str, float]:
         "kind_right": mean([k for s in scored for k in s.kinds]),
         "fill_right": mean([f for s in scored for f in s.fills]),
         "order_kept": mean([s.order_kept for s in scored if s.same_count]),
+        "first_error": mean([s.first_error for s in scored if s.first_error is not None]),
+        "first_to_ink": mean([s.first_to_ink for s in scored if s.first_to_ink is not None]),
+        "reference_to_ink": mean([s.reference_to_ink for s in scored if s.reference_to_ink is not None]),
     }
 
 
@@ -197,7 +234,9 @@ def _level(item: dict) -> int | None:
 def _fmt(column: str, value: float) -> str:
     if value != value:
         return "-"
-    return f"{value:.0f}" if column == "items" else f"{value:.1f}" if column.startswith("centre") else f"{value:.2f}"
+    if column == "items":
+        return f"{value:.0f}"
+    return f"{value:.1f}" if column.startswith(("centre", "first", "reference")) else f"{value:.2f}"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -40,8 +40,9 @@ def test_matching_ignores_drawing_order_and_the_table_counts_per_level():
     two, one = table["level2"], table["level1"]
     assert two["items"] == 2 and two["same_count"] == 0.5 and two["order_kept"] == 0.0
     assert two["centre_error"] == pytest.approx(6 / 3) and two["kind_right"] == 1.0 and two["fill_right"] == 1.0
-    assert one == {"items": 1, "same_count": 1.0, "centre_error": 0.0, "centre_median": 0.0, "kind_right": 1.0,
-                   "fill_right": 1.0, "order_kept": 1.0}
+    assert {k: v for k, v in one.items() if not k.endswith(("first_error", "_to_ink"))} == {
+        "items": 1, "same_count": 1.0, "centre_error": 0.0, "centre_median": 0.0, "kind_right": 1.0,
+        "fill_right": 1.0, "order_kept": 1.0}
     assert table["all"]["items"] == 3
     nothing = placement([None], [ref], [2])["level2"]
     assert nothing["same_count"] == 0 and math.isnan(nothing["centre_error"])
@@ -74,3 +75,17 @@ def test_cli_reads_a_runs_outputs_against_its_splits_references(tmp_path, capsys
     assert line.split("|")[5].strip() == "0.0"  # the ones drawn are the references themselves
     with pytest.raises(FileNotFoundError, match="rlab eval"):
         main([str(run), "--split", "val"])
+
+
+def test_first_shape_is_measured_against_its_own_place_and_the_centre_of_all_the_ink():
+    ref = HEAD + RECT + CIRCLE + "</svg>"  # rect: centre (14, 13), box area 200; circle: centre (40, 44), area 144
+    ink = ((200 * 14 + 144 * 40) / 344, (200 * 13 + 144 * 44) / 344)
+    at_ink = HEAD + '<circle cx="25" cy="26" r="3" fill="#e6194b"/></svg>'  # one shape where the ink is on average
+    row = placement([at_ink, ref], [ref, ref], [2, 2])["level2"]
+    assert row["first_error"] == pytest.approx((11 + 13 + 0) / 2)  # the second output is the reference itself
+    assert row["first_to_ink"] == pytest.approx((abs(25 - ink[0]) + abs(26 - ink[1]) + abs(14 - ink[0])
+                                                 + abs(13 - ink[1])) / 2)
+    assert row["reference_to_ink"] == pytest.approx(abs(14 - ink[0]) + abs(13 - ink[1]))
+    assert [p.area for p in primitives(ref)] == [200.0, 144.0]
+    one = placement([at_ink], [HEAD + CIRCLE + "</svg>"], [1])["level1"]  # one reference shape: not measured
+    assert math.isnan(one["first_error"]) and math.isnan(one["first_to_ink"])
