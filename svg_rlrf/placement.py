@@ -139,7 +139,7 @@ def ink_centre(prims: Sequence[Primitive]) -> tuple[float, float]:
 
 def _score(out: Sequence[Primitive], ref: Sequence[Primitive]) -> _Scored:
     pairs = match(out, ref)
-    first = out and len(ref) > 1
+    first = bool(out) and len(ref) > 1
     return _Scored([_distance(out[i].centre, ref[j].centre) for i, j in pairs],
                    [out[i].tag == ref[j].tag for i, j in pairs], [out[i].fill == ref[j].fill for i, j in pairs],
                    len(out) == len(ref), all(i == j for i, j in pairs),
