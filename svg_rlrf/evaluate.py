@@ -188,7 +188,7 @@ def evaluate_run(req: EvalRequest) -> dict[str, float]:
     from shared.tracking import read_metrics
     from shared.tracking.run import Run
     from svg_rlrf.placement import EVAL_METRICS as PLACEMENT_METRICS
-    from svg_rlrf.placement import placement
+    from svg_rlrf.placement import item_level, placement
     from svg_rlrf.render import require_renderer
     from svg_rlrf.rewards import TargetCache
     from svg_rlrf.track import build_setup, load_data, token_counter
@@ -206,9 +206,9 @@ def evaluate_run(req: EvalRequest) -> dict[str, float]:
     with tqdm(total=len(items), desc=f"eval {req.split}", unit="item", file=sys.stderr) as bar:
         svgs = model_outputs(setup, items, cfg, progress=bar.update)
     rows, images, failures, reasons = score_outputs(svgs, items, targets, count)
-    levels = [(item.get("meta") or {}).get("complexity") for item in items]
+    levels = [item_level(item) for item in items]
     result = {f"model/{k}": v for k, v in summarise(rows, levels, svgs).items()}
-    for group, row in placement(svgs, [str(it["answer"]) for it in items], levels).items():
+    for group, row in placement(svgs, [str(it["answer"]) for it in items], levels, cfg.data.canvas).items():
         prefix = "model/" if group == "all" else f"model/{group}/"
         result.update({prefix + key: row[key] for key in PLACEMENT_METRICS})
     vec_svgs = vectorizer_outputs(targets, items)

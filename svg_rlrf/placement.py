@@ -63,8 +63,7 @@ def _box(tag: str, a: dict[str, str]) -> tuple[float, float, float, float] | Non
         x, y = _num(a, "x"), _num(a, "y")
         return x, y, x + _num(a, "width"), y + _num(a, "height")
     if tag in ("circle", "ellipse"):
-        rx = _num(a, "r") if tag == "circle" else _num(a, "rx")
-        ry = _num(a, "r") if tag == "circle" else _num(a, "ry")
+        rx, ry = (_num(a, "r"), _num(a, "r")) if tag == "circle" else (_num(a, "rx"), _num(a, "ry"))
         return _num(a, "cx") - rx, _num(a, "cy") - ry, _num(a, "cx") + rx, _num(a, "cy") + ry
     if tag == "line":
         xs, ys = (_num(a, "x1"), _num(a, "x2")), (_num(a, "y1"), _num(a, "y2"))
@@ -212,21 +211,24 @@ def _run_items(run_dir: Path, split: str) -> tuple[list[dict], Any]:
     return load_data(cfg.data).split(split), cfg
 
 
-def run_placement(run_dir: Path, split: str = "test") -> dict[str, dict[str, float]]:
-    """`placement` of an evaluated run's outputs on `split` against that split's references."""
+def run_placement(run_dir: Path, split: str = "test",
+                  loaded: tuple[list[dict], Any] | None = None) -> dict[str, dict[str, float]]:
+    """`placement` of an evaluated run's outputs on `split` against that split's references (`loaded`: the
+    run's items and config, where the caller has read them already)."""
     path = Path(run_dir) / "eval" / f"{split}.outputs.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run `rlab eval {run_dir} --split {split}` first")
     outputs = {row["id"]: row.get("svg") for row in map(json.loads, path.read_text().splitlines())}
-    all_items, cfg = _run_items(run_dir, split)
+    all_items, cfg = loaded if loaded is not None else _run_items(run_dir, split)
     items = [item for item in all_items if item["id"] in outputs]
     if not items:
         raise ValueError(f"none of {path}'s ids is in split {split!r} of the run's data")
     return placement([outputs[item["id"]] for item in items], [str(item["answer"]) for item in items],
-                     [_level(item) for item in items], cfg.data.canvas)
+                     [item_level(item) for item in items], cfg.data.canvas)
 
 
-def _level(item: dict) -> int | None:
+def item_level(item: dict) -> int | None:
+    """An item's complexity level (generated shapes: 1, 2, 3), None where its data has none."""
     level = (item.get("meta") or {}).get("complexity")
     return None if level is None else int(level)
 
@@ -249,12 +251,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     print("| run | level | " + " | ".join(COLUMNS) + " |")
     print("|---" * (len(COLUMNS) + 2) + "|")
+    first = None
     for run in args.runs:
-        for level, row in run_placement(run, args.split).items():
+        loaded = _run_items(run, args.split)
+        first = first or loaded
+        for level, row in run_placement(run, args.split, loaded).items():
             print(f"| {run} | {level} | " + " | ".join(_fmt(c, row[c]) for c in COLUMNS) + " |")
     if args.chance:
-        items, cfg = _run_items(args.runs[0], args.split)
-        floor = chance([str(item["answer"]) for item in items], [_level(item) for item in items],
+        items, cfg = first
+        floor = chance([str(item["answer"]) for item in items], [item_level(item) for item in items],
                        canvas=cfg.data.canvas)
         for level, row in floor.items():
             cells = " | ".join(_fmt(c, row[c]) for c in COLUMNS)
