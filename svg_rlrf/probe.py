@@ -18,7 +18,7 @@ from that input with the run's data; one near ``mean centre`` says it cannot, at
 
     python -m svg_rlrf.probe RUN [--items 10000] [--level 2] [--epochs 8] [--seed 0]
 
-(RUN: a trained svg run folder with ``final/``; about 12 minutes on one core at the defaults.)
+(RUN: a trained svg run folder with ``final/``; about 10 minutes on one core at the defaults.)
 """
 
 from __future__ import annotations
