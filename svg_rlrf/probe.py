@@ -66,29 +66,32 @@ def _first_error(pred: Any, centres: Any, mask: Any) -> Any:
     return (pred[:, 0] - centres[:, 0]).abs().sum(1)
 
 
+def _rgb(item: dict) -> Any:
+    """An item's (first) image, decoded to RGB."""
+    from PIL import Image
+
+    with Image.open(item["images"][0]) as image:
+        return image.convert("RGB")
+
+
 def pixels(items: Sequence[dict], size: int) -> np.ndarray:
     """The items' images as ``(n, size, size, 3)`` floats in [0, 1]."""
     from PIL import Image
 
     out = np.zeros((len(items), size, size, 3), np.float32)
     for i, item in enumerate(items):
-        with Image.open(item["images"][0]) as image:
-            out[i] = np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR), np.float32) / 255
+        out[i] = np.asarray(_rgb(item).resize((size, size), Image.BILINEAR), np.float32) / 255
     return out
 
 
 def visual_features(model: Any, processor: Any, items: Sequence[dict], batch: int = 64) -> np.ndarray:
     """One vector per image: the model's visual tokens for it (vision tower and merger), concatenated."""
     import torch
-    from PIL import Image
 
     visual = model.model.visual if hasattr(model.model, "visual") else model.visual
     rows = []
     for start in range(0, len(items), batch):
-        images = []
-        for item in items[start:start + batch]:
-            with Image.open(item["images"][0]) as image:
-                images.append(image.convert("RGB"))
+        images = [_rgb(item) for item in items[start:start + batch]]
         enc = processor.image_processor(images=images, return_tensors="pt")
         with torch.no_grad():
             out = visual(enc["pixel_values"], grid_thw=enc["image_grid_thw"])
@@ -154,7 +157,6 @@ def probe(train: Sequence[dict], test: Sequence[dict], *, model: Any = None, pro
     """(input and readout, target, error) rows; the visual-token rows only where `model` is given."""
     import torch
 
-    torch.manual_seed(seed)
     ytr, yte = targets(train, canvas), targets(test, canvas)
     ttr, tte = (torch.tensor(ytr[0]), torch.tensor(ytr[1])), (torch.tensor(yte[0]), torch.tensor(yte[1]))
     errors = {"first": _first_error, "set": set_error}
@@ -168,8 +170,7 @@ def probe(train: Sequence[dict], test: Sequence[dict], *, model: Any = None, pro
     inputs["pixels 16x16"] = pixels([*train, *test], 16).reshape(len(train) + len(test), -1)
     n = len(train)
     for name, x in inputs.items():
-        flat_y = ytr[0][:, 0]
-        pred = torch.tensor(ridge(x[:n], flat_y, x[n:])).unsqueeze(1).expand(len(test), SLOTS, 2)
+        pred = torch.tensor(ridge(x[:n], ytr[0][:, 0], x[n:])).unsqueeze(1).expand(len(test), SLOTS, 2)
         rows.append((f"{name}, linear", "first", float(_first_error(pred, *tte).mean())))
         xs = torch.tensor(standardise(x[:n], x), dtype=torch.float32)
         for target, loss in errors.items():
